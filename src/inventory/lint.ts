@@ -1,0 +1,188 @@
+/**
+ * Rules that relate several fields, and warnings. They read the resolved document defensively,
+ * so they run even when the schema found problems elsewhere: the operator sees every problem
+ * of the file at once.
+ */
+import { DsnError, parseDatabaseDsn, parseRedisUrl } from './dsn.js';
+import { isVersionTag, parseImageRef } from './image.js';
+import { error, warning, type Problem } from './problems.js';
+
+type Doc = Record<string, unknown>;
+
+const obj = (v: unknown): Doc => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Doc) : {});
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const num = (v: unknown, fallback: number): number => (typeof v === 'number' ? v : fallback);
+
+/** Variables New API's server sets from its own fields, or does not read at all (SPEC §1). */
+const MANAGED_ENV: Record<string, string> = {
+  SQL_DSN: 'database.dsn',
+  LOG_SQL_DSN: 'database.logDsn',
+  REDIS_CONN_STRING: 'redis.url',
+  REDIS_POOL_SIZE: 'redis.poolSize',
+  SESSION_SECRET: 'secrets.sessionSecret',
+  CRYPTO_SECRET: 'secrets.cryptoSecret',
+  NODE_TYPE: 'nodes[].role',
+  SYNC_FREQUENCY: 'cluster.syncFrequency',
+  BATCH_UPDATE_ENABLED: 'cluster.batchUpdate.enabled',
+  BATCH_UPDATE_INTERVAL: 'cluster.batchUpdate.interval',
+  TZ: 'cluster.timezone',
+  FRONTEND_BASE_URL: 'cluster.frontendBaseUrl',
+  PORT: 'cluster.port (the container always listens on 3000)',
+};
+const IGNORED_BY_NEW_API = ['REDIS_PASSWORD', 'REDIS_MASTER_NAME', 'REDIS_CONN_POOL_SIZE'];
+
+export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>): Problem[] {
+  const root = obj(doc);
+  const cluster = obj(root.cluster);
+  const database = obj(root.database);
+  const redis = obj(root.redis);
+  const secrets = obj(root.secrets);
+  const lb = obj(root.loadBalancer);
+  const rollout = obj(root.rollout);
+  const nodes = Array.isArray(root.nodes) ? root.nodes.map(obj) : [];
+  const out: Problem[] = [];
+
+  // Exactly one master: New API treats any node without NODE_TYPE=slave as a master, and two
+  // masters would both run migrations and both run the periodic jobs.
+  const masters = nodes.map((n, i) => ({ n, i })).filter(({ n }) => n.role === 'master');
+  if (Array.isArray(root.nodes) && nodes.length > 0 && masters.length === 0) {
+    out.push(error('nodes', 'no node has role: master', 'set role: master on exactly one node'));
+  }
+  for (const { i } of masters.slice(1)) {
+    out.push(error(`nodes/${i}/role`, `a second master (nodes/${masters[0]?.i} is the master)`, 'a cluster has exactly one master; make this node a slave'));
+  }
+
+  const firstIndex = (key: 'name' | 'host') => {
+    const seen = new Map<string, number>();
+    nodes.forEach((n, i) => {
+      const v = str(n[key]);
+      if (v === undefined) return;
+      const k = key === 'host' ? v.toLowerCase() : v;
+      const prev = seen.get(k);
+      if (prev === undefined) seen.set(k, i);
+      else out.push(error(`nodes/${i}/${key}`, `"${v}" is already used by nodes/${prev}`, key === 'name' ? 'give every node its own name' : 'one node per host: every node publishes cluster.port'));
+    });
+  };
+  firstIndex('name');
+  firstIndex('host');
+
+  const lbType = str(lb.type) ?? 'nginx';
+  if (lbType === 'nginx' && root.loadBalancer !== undefined && lb.host === undefined) {
+    out.push(error('loadBalancer/host', 'required when type is nginx', 'the host that runs nginx, or set type: none to print the upstream instead'));
+  }
+  if (root.loadBalancer === undefined) {
+    out.push(error('loadBalancer', 'required', 'add loadBalancer: { host: …, serverName: … }, or loadBalancer: { type: none }'));
+  }
+  const lbHost = str(lb.host)?.toLowerCase();
+  const clusterPort = num(cluster.port, 3000);
+  const listen = num(lb.listen, 80);
+  nodes.forEach((n, i) => {
+    if (lbType === 'nginx' && lbHost !== undefined && str(n.host)?.toLowerCase() === lbHost && listen === clusterPort) {
+      out.push(error('loadBalancer/listen', `${listen} is also cluster.port on ${lbHost} (nodes/${i})`, 'use another port for nginx or for the nodes'));
+    }
+  });
+
+  // The server holds quota in memory for one batch interval; draining for less loses it.
+  const batch = obj(cluster.batchUpdate);
+  const interval = num(batch.interval, 5);
+  const drain = num(rollout.drainSeconds, 10);
+  if (drain < interval) {
+    out.push(error('rollout/drainSeconds', `${drain} is below cluster.batchUpdate.interval (${interval})`, 'a node keeps unsaved quota in memory for one batch interval: drain at least that long'));
+  }
+
+  const dsn = str(database.dsn);
+  if (dsn) checkDsn(out, 'database/dsn', dsn, fromVariables);
+  const logDsn = str(database.logDsn);
+  if (logDsn) checkDsn(out, 'database/logDsn', logDsn, fromVariables);
+
+  const redisUrl = str(redis.url);
+  if (redisUrl) {
+    try {
+      const parsed = parseRedisUrl(redisUrl);
+      if (parsed.password && !fromVariables.has('redis/url')) {
+        out.push(clearText('redis/url', 'REDIS_CONN_STRING'));
+      }
+    } catch (e) {
+      out.push(error('redis/url', e instanceof DsnError ? e.message : 'is not a Redis URL', 'e.g. redis://default:password@10.0.0.5:6379/0'));
+    }
+  }
+
+  for (const key of ['sessionSecret', 'cryptoSecret'] as const) {
+    const value = str(secrets[key]);
+    const path = `secrets/${key}`;
+    if (value === undefined) continue;
+    if (!fromVariables.has(path)) out.push(clearText(path, key === 'sessionSecret' ? 'SESSION_SECRET' : 'CRYPTO_SECRET'));
+    if (value.length >= 32 && new Set(value).size < 10) {
+      out.push(warning(path, 'is weak (fewer than 10 different characters)', 'generate one: openssl rand -hex 32'));
+    }
+  }
+
+  const image = str(cluster.image);
+  if (image) {
+    const { tag, digest } = parseImageRef(image);
+    if (digest === undefined && (tag === undefined || tag === 'latest')) {
+      out.push(warning('cluster/image', `${tag === undefined ? 'has no tag, so Docker uses :latest' : 'uses :latest'}, which New API re-points at every release, release candidates included`, 'name a version, e.g. calciumion/new-api:v0.9.20'));
+    } else if (digest === undefined && !isVersionTag(tag)) {
+      out.push(warning('cluster/image', `tag "${tag}" is not a version, so health checks cannot confirm what runs`, 'name a version, e.g. :v0.9.20'));
+    }
+  }
+
+  const frontend = str(cluster.frontendBaseUrl);
+  const serverNames = (str(lb.serverName) ?? '_').split(' ');
+  if (frontend) {
+    let frontendHost: string | undefined;
+    try {
+      frontendHost = new URL(frontend).hostname;
+    } catch {
+      frontendHost = undefined;
+    }
+    if (frontendHost && serverNames.includes(frontendHost)) {
+      out.push(warning('cluster/frontendBaseUrl', `points at the balancer's own server name (${frontendHost})`, 'slaves 301-redirect every web route there; the rendered nginx config sends web routes to the master only, so keep it that way if you edit the config by hand'));
+    }
+  }
+
+  const env = obj(cluster.env);
+  for (const key of Object.keys(env)) {
+    const path = `cluster/env/${key}`;
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+      out.push(error(path, 'is not a valid environment variable name', 'use letters, digits and _, not starting with a digit'));
+    } else if (MANAGED_ENV[key]) {
+      out.push(error(path, `is set by newapi-cluster from ${MANAGED_ENV[key]}`, `remove it from cluster.env and set ${MANAGED_ENV[key]} instead`));
+    } else if (IGNORED_BY_NEW_API.includes(key)) {
+      out.push(error(path, 'is not read by New API', key === 'REDIS_PASSWORD' ? 'put the password in redis.url: redis://default:PASSWORD@host:6379' : 'remove it'));
+    }
+    const value = env[key];
+    if (typeof value === 'string') checkEnvValue(out, path, value);
+  }
+
+  return out;
+}
+
+function checkDsn(out: Problem[], path: string, dsn: string, fromVariables: ReadonlySet<string>): void {
+  try {
+    const parsed = parseDatabaseDsn(dsn);
+    if (parsed.password && !fromVariables.has(path)) {
+      out.push(clearText(path, path.endsWith('logDsn') ? 'LOG_SQL_DSN' : 'SQL_DSN'));
+    }
+  } catch (e) {
+    out.push(error(path, e instanceof DsnError ? e.message : 'is not a DSN', 'MySQL: user:password@tcp(host:3306)/new-api — PostgreSQL: postgres://user:password@host:5432/new-api'));
+  }
+  checkEnvValue(out, path, dsn);
+}
+
+/**
+ * Values end up as lines of the node's .env file, read by both compose v1 (python-dotenv) and
+ * v2 (compose-go). A line break would smuggle in a second variable, and a single quote cannot
+ * be written inside the single-quoted form both read literally.
+ */
+export function checkEnvValue(out: Problem[], path: string, value: string): void {
+  if (/[\n\r\0]/.test(value)) {
+    out.push(error(path, 'contains a line break', 'environment values must fit on one line'));
+  } else if (value.includes("'")) {
+    out.push(error(path, "contains a single quote ('), which the node's .env file cannot carry", 'choose a value without single quotes'));
+  }
+}
+
+function clearText(path: string, variable: string) {
+  return warning(path, 'holds a secret written in clear in the inventory', `move it to .newapi-cluster.env as ${variable}=… and write \${${variable}} here`);
+}

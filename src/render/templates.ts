@@ -1,0 +1,39 @@
+/**
+ * The template set: the bundled files in templates/, each replaceable by a file of the same
+ * name in the inventory's `templates:` folder. Reading them is the only I/O of rendering.
+ */
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { InputError } from '../errors.js';
+
+export const TEMPLATE_FILES = {
+  compose: 'docker-compose.yml.hbs',
+  env: 'env.hbs',
+  nginx: 'nginx.conf.hbs',
+} as const;
+
+export type TemplateName = keyof typeof TEMPLATE_FILES;
+export type TemplateSources = Record<TemplateName, string>;
+
+/** dist/render and src/render are both two levels below the package root. */
+export const BUNDLED_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
+
+export async function loadTemplates(overrideDir: string | null, inventoryDir: string): Promise<TemplateSources> {
+  const dir = overrideDir === null ? undefined : isAbsolute(overrideDir) ? overrideDir : resolve(inventoryDir, overrideDir);
+  const entries = await Promise.all(
+    (Object.entries(TEMPLATE_FILES) as [TemplateName, string][]).map(async ([name, file]) => {
+      if (dir !== undefined) {
+        try {
+          return [name, await readFile(join(dir, file), 'utf8')] as const;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+            throw new InputError(`templates: cannot read ${join(dir, file)}`, 'check the file permissions');
+          }
+        }
+      }
+      return [name, await readFile(join(BUNDLED_TEMPLATES_DIR, file), 'utf8')] as const;
+    }),
+  );
+  return Object.fromEntries(entries) as TemplateSources;
+}
