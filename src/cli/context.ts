@@ -21,6 +21,8 @@ export interface CliContext {
   interactive: boolean;
   /** Aborted on the first Ctrl-C; long operations finish or undo the step in hand, then stop. */
   signal: AbortSignal;
+  /** Set by a command that finished but reports failure (a check failed): 1, not an exception. */
+  exitCode?: number;
 }
 
 export const DEFAULT_INVENTORY = 'inventory.yaml';

@@ -62,7 +62,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   try {
     await program.parseAsync(argv);
-    return typeof process.exitCode === 'number' ? process.exitCode : ExitCode.ok;
+    if (controller.signal.aborted) return ExitCode.interrupted;
+    return ctx?.exitCode ?? ExitCode.ok;
   } catch (err) {
     return reportError(err, getContext());
   } finally {

@@ -105,12 +105,14 @@ export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>):
     } catch (e) {
       out.push(error('redis/url', e instanceof DsnError ? e.message : 'is not a Redis URL', 'e.g. redis://default:password@10.0.0.5:6379/0'));
     }
+    checkEnvValue(out, 'redis/url', redisUrl);
   }
 
   for (const key of ['sessionSecret', 'cryptoSecret'] as const) {
     const value = str(secrets[key]);
     const path = `secrets/${key}`;
     if (value === undefined) continue;
+    checkEnvValue(out, path, value);
     if (!fromVariables.has(path)) out.push(clearText(path, key === 'sessionSecret' ? 'SESSION_SECRET' : 'CRYPTO_SECRET'));
     if (value.length >= 32 && new Set(value).size < 10) {
       out.push(warning(path, 'is weak (fewer than 10 different characters)', 'generate one: openssl rand -hex 32'));
@@ -130,6 +132,7 @@ export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>):
   const frontend = str(cluster.frontendBaseUrl);
   const serverNames = (str(lb.serverName) ?? '_').split(' ');
   if (frontend) {
+    checkEnvValue(out, 'cluster/frontendBaseUrl', frontend);
     let frontendHost: string | undefined;
     try {
       frontendHost = new URL(frontend).hostname;

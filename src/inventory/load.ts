@@ -26,6 +26,8 @@ export interface LoadedInventory {
   warnings: Problem[];
   /** Every secret value the inventory resolved to: output redacts them. */
   secretValues: string[];
+  /** How ${VAR}s were resolved, to re-validate an edited copy the same way. */
+  lookup: (name: string) => string | undefined;
 }
 
 export class InventoryError extends InputError {
@@ -109,6 +111,7 @@ export function parseInventory(
     document,
     warnings: problems.filter((p) => p.severity === 'warning'),
     secretValues: collectSecrets(parsed.data),
+    lookup: ctx.lookup,
   };
 }
 

@@ -25,7 +25,7 @@ export interface SshTarget {
 export type Argv = readonly string[];
 
 export interface ExecOptions {
-  /** Fails the command (and kills it remotely) after this many ms. */
+  /** Fails the command (and asks sshd to kill it) after this many ms; default 120 s; 0 or Infinity: never (for `logs -f`). */
   timeoutMs?: number;
   /** Written to the command's stdin, then stdin is closed. */
   stdin?: string | Buffer;

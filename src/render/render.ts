@@ -70,6 +70,8 @@ function compile(sources: TemplateSources, name: TemplateName): Handlebars.Templ
   hb.registerHelper('yaml', (v: unknown) => JSON.stringify(String(v)));
   hb.registerHelper('env', (v: unknown) => envValue(v));
   try {
+    // compile() is lazy: parse now, so a syntax error is reported as one (not as a render failure).
+    hb.parse(sources[name]);
     // noEscape: these are config files, not HTML; every value is quoted by a helper or validated.
     return hb.compile(sources[name], { noEscape: true, strict: true });
   } catch (e) {

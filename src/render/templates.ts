@@ -2,7 +2,7 @@
  * The template set: the bundled files in templates/, each replaceable by a file of the same
  * name in the inventory's `templates:` folder. Reading them is the only I/O of rendering.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InputError } from '../errors.js';
@@ -21,6 +21,10 @@ export const BUNDLED_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', i
 
 export async function loadTemplates(overrideDir: string | null, inventoryDir: string): Promise<TemplateSources> {
   const dir = overrideDir === null ? undefined : isAbsolute(overrideDir) ? overrideDir : resolve(inventoryDir, overrideDir);
+  // A mistyped folder would otherwise fall back to the bundled templates without a word.
+  if (dir !== undefined && !(await stat(dir).then((s) => s.isDirectory(), () => false))) {
+    throw new InputError(`templates: ${dir} is not a folder`, 'create it with the templates to override, or remove templates: from the inventory');
+  }
   const entries = await Promise.all(
     (Object.entries(TEMPLATE_FILES) as [TemplateName, string][]).map(async ([name, file]) => {
       if (dir !== undefined) {

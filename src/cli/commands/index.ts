@@ -1,5 +1,12 @@
 import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
+import { registerCheck } from './check.js';
+import { registerDeploy } from './deploy.js';
+import { registerLock } from './lock.js';
+import { registerStatus } from './status.js';
+import { registerLogs } from './logs.js';
+import { registerUpgrade } from './upgrade.js';
+import { registerScale } from './scale.js';
 import { registerInit } from './init.js';
 import { registerRender } from './render.js';
 import { registerValidate } from './validate.js';
@@ -8,4 +15,11 @@ export function registerCommands(program: Command, getContext: () => CliContext)
   registerInit(program, getContext);
   registerValidate(program, getContext);
   registerRender(program, getContext);
+  registerCheck(program, getContext);
+  registerDeploy(program, getContext);
+  registerStatus(program, getContext);
+  registerLock(program, getContext);
+  registerScale(program, getContext);
+  registerUpgrade(program, getContext);
+  registerLogs(program, getContext);
 }

@@ -23,6 +23,6 @@ export function registerValidate(program: Command, getContext: () => CliContext)
         out.print(`${loaded.warnings.length} warning${loaded.warnings.length === 1 ? '' : 's'}:`);
         for (const line of problemLines(loaded.warnings, style)) out.print(line);
       }
-      process.exitCode = ExitCode.ok;
+      ctx.exitCode = ExitCode.ok;
     });
 }

@@ -1,0 +1,84 @@
+/** `check` and deploy's pre-flight: every check, from each node's point of view. */
+import type { InventoryNode } from '../inventory/schema.js';
+import { mapLimit } from '../remote/limit.js';
+import {
+  checkBalancer,
+  checkClock,
+  checkCompose,
+  checkDatabase,
+  checkDisk,
+  checkDocker,
+  checkPort,
+  checkRedis,
+  checkSsh,
+  deployedSecretsHash,
+  secretsHash,
+  type CheckResult,
+} from '../probes/checks.js';
+import { BALANCER, type Session } from './session.js';
+
+export interface CheckOptions {
+  /** Deploy's pre-flight: only what would make a deploy fail (no clock, no secrets comparison). */
+  preflight?: boolean;
+  /** Only these nodes (deploy --only). */
+  nodes?: InventoryNode[];
+}
+
+export async function runChecks(session: Session, opts: CheckOptions = {}): Promise<CheckResult[]> {
+  const inv = session.inv;
+  const nodes = opts.nodes ?? inv.nodes;
+  const perNode = await mapLimit(nodes, inv.rollout.maxParallel, async (node) => checkNode(session, node, opts));
+  const results = perNode.flat();
+
+  if (!opts.preflight) results.push(...(await compareSecrets(session, nodes, results)));
+
+  const lb = session.onBalancer();
+  if (lb) {
+    const ssh = await checkSsh(BALANCER, lb);
+    results.push(ssh);
+    if (ssh.status === 'ok') results.push(...(await checkBalancer(lb)));
+  }
+  return results;
+}
+
+async function checkNode(session: Session, node: InventoryNode, opts: CheckOptions): Promise<CheckResult[]> {
+  const inv = session.inv;
+  const ex = session.on(node);
+  const ssh = await checkSsh(node.name, ex);
+  if (ssh.status !== 'ok') return [ssh];
+  const results: CheckResult[] = [ssh];
+  const docker = await checkDocker(node.name, ex);
+  results.push(docker);
+  if (docker.status === 'ok') {
+    results.push(await checkCompose(session, node), await checkPort(session, node));
+  }
+  results.push(await checkDisk(node.name, ex, inv.cluster.dir));
+  if (!opts.preflight) results.push(await checkClock(node.name, ex));
+  const [db, redis, logDb] = await Promise.all([
+    checkDatabase(node, ex, inv.database.dsn, 'mysql'),
+    checkRedis(session, node, ex),
+    inv.database.logDsn ? checkDatabase(node, ex, inv.database.logDsn, 'log-db') : Promise.resolve(undefined),
+  ]);
+  results.push(db, redis);
+  if (logDb) results.push(logDb);
+  return results;
+}
+
+/** Every deployed node must hold the inventory's secrets, or logins and cache keys break between nodes. */
+async function compareSecrets(session: Session, nodes: InventoryNode[], results: CheckResult[]): Promise<CheckResult[]> {
+  const reachable = nodes.filter((n) => results.some((r) => r.node === n.name && r.check === 'ssh' && r.status === 'ok'));
+  const expected = secretsHash(session.inv.secrets.sessionSecret, session.inv.secrets.cryptoSecret);
+  const hashes = await mapLimit(reachable, session.inv.rollout.maxParallel, async (n) => ({ node: n, hash: await deployedSecretsHash(session, n).catch(() => undefined) }));
+  const deployed = hashes.filter((h) => h.hash !== undefined);
+  return deployed.map(({ node, hash }): CheckResult => {
+    if (hash === expected) return { node: node.name, check: 'secrets', status: 'ok', detail: `match the inventory (sha256 ${hash})` };
+    const same = deployed.filter((d) => d.hash === hash && d.node !== node).map((d) => d.node.name);
+    return {
+      node: node.name,
+      check: 'secrets',
+      status: 'fail',
+      detail: `SESSION_SECRET/CRYPTO_SECRET differ from the inventory (sha256 ${hash}, expected ${expected})${same.length ? `; same as ${same.join(', ')}` : ''}`,
+      hint: 'run newapi-cluster deploy to make every node use the inventory\'s secrets (users must log in again)',
+    };
+  });
+}

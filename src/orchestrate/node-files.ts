@@ -1,0 +1,85 @@
+/**
+ * Writing a node's files and recording what was deployed. The previous good files are kept in
+ * .newapi-cluster/previous/ before they are replaced, so rollback has something to return to.
+ */
+import type { InventoryNode } from '../inventory/schema.js';
+import type { NodeFacts, NodePlan } from '../plan/plan.js';
+import { parseState, sha256, statePaths, type NodeState } from '../plan/state.js';
+import { compose, files } from '../remote/commands.js';
+import type { NodeFiles } from '../render/render.js';
+import type { Session } from './session.js';
+import { getContainerState, getImageId } from '../probes/container.js';
+import { containerName } from '../render/render.js';
+
+export const TOOL_VERSION = 'newapi-cluster 0.1.0';
+
+export async function gatherFacts(session: Session, files_: NodeFiles, image: string): Promise<NodeFacts> {
+  const ex = session.on(files_.node);
+  const paths = statePaths(session.inv.cluster.dir);
+  const [compose_, env, state, container, desiredImageId] = await Promise.all([
+    ex.readFile(files_.compose.path),
+    ex.readFile(files_.env.path),
+    ex.readFile(paths.state),
+    getContainerState(ex, containerName(session.inv)),
+    getImageId(ex, image),
+  ]);
+  return {
+    node: files_.node,
+    files: { [files_.compose.path]: compose_?.toString('utf8'), [files_.env.path]: env?.toString('utf8') },
+    state: parseState(state?.toString('utf8')),
+    container,
+    desiredImageId,
+  };
+}
+
+export async function ensureLayout(session: Session, node: InventoryNode): Promise<void> {
+  const dir = session.inv.cluster.dir;
+  const paths = statePaths(dir);
+  const ex = session.on(node);
+  await ex.exec(files.mkdir(`${dir}/data`, `${dir}/logs`));
+  await ex.exec(files.mkdirMode('700', paths.dir, paths.previous));
+}
+
+/** Keeps the files of the last good deploy (the one state.json describes), then uploads the changes. */
+export async function writeNodeFiles(session: Session, plan: NodePlan, facts: NodeFacts): Promise<void> {
+  const ex = session.on(plan.node);
+  const paths = statePaths(session.inv.cluster.dir);
+  if (facts.state !== undefined && plan.changes.length > 0) {
+    for (const name of ['docker-compose.yml', '.env']) {
+      const current = facts.files[`${session.inv.cluster.dir}/${name}`];
+      if (current !== undefined) await ex.upload(`${paths.previous}/${name}`, current, 0o600);
+    }
+    await ex.upload(`${paths.previous}/state.json`, `${JSON.stringify(facts.state, null, 2)}\n`, 0o600);
+  }
+  for (const change of plan.changes) await ex.upload(change.file.path, change.file.content, change.file.mode);
+}
+
+export async function composeUp(session: Session, node: InventoryNode, recreate: boolean): Promise<void> {
+  const flavor = await session.composeFlavor(node);
+  await session.on(node).exec(compose.up(flavor, session.project, session.inv.cluster.dir, { recreate }), { timeoutMs: 5 * 60_000 });
+}
+
+export async function recordState(session: Session, files_: NodeFiles, image: string, previous: NodeState | undefined, operation: string): Promise<NodeState> {
+  const ex = session.on(files_.node);
+  const paths = statePaths(session.inv.cluster.dir);
+  const state: NodeState = {
+    cluster: session.project,
+    node: files_.node.name,
+    role: files_.node.role,
+    image,
+    files: { 'docker-compose.yml': sha256(files_.compose.content), '.env': sha256(files_.env.content) },
+    deployedAt: new Date().toISOString(),
+    deployedBy: session.operator,
+    ...(previous && previous.image !== image ? { previousImage: previous.image } : previous?.previousImage ? { previousImage: previous.previousImage } : {}),
+    tool: TOOL_VERSION,
+  };
+  await ex.upload(paths.state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
+  await audit(session, files_.node, operation, `deployed ${image}`);
+  return state;
+}
+
+/** One JSON line per operation and node: who, when, what. */
+export async function audit(session: Session, node: InventoryNode, operation: string, result: string): Promise<void> {
+  const line = JSON.stringify({ at: new Date().toISOString(), by: session.operator, operation, node: node.name, result });
+  await session.on(node).exec(files.append(statePaths(session.inv.cluster.dir).audit), { stdin: `${line}\n` });
+}

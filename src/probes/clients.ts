@@ -1,0 +1,76 @@
+/**
+ * Database and Redis clients that reach the services as a given node sees them: each
+ * connection goes through that node's SSH connection (a local listener forwarding to the
+ * service), so a database only the nodes can reach is still tested — and used for the lock.
+ */
+import type { DatabaseDsn, RedisUrl } from '../inventory/dsn.js';
+import type { Executor } from '../remote/types.js';
+import type { Redis } from 'ioredis';
+import type { Connection } from 'mysql2/promise';
+
+export interface Closable {
+  close(): Promise<void>;
+}
+
+export async function openRedisVia(ex: Executor, url: RedisUrl, timeoutMs = 5000): Promise<{ redis: Redis } & Closable> {
+  const { tunnelServer } = await import('../remote/ssh.js');
+  const { Redis } = await import('ioredis');
+  const tunnel = await tunnelServer(ex, url.host, url.port);
+  const redis = new Redis({
+    host: '127.0.0.1',
+    port: tunnel.port,
+    ...(url.username ? { username: url.username } : {}),
+    ...(url.password ? { password: url.password } : {}),
+    db: url.db,
+    ...(url.tls ? { tls: { servername: url.host } } : {}),
+    lazyConnect: true,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
+  // ioredis reports connection errors as events too; the awaited command carries them.
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+  } catch (e) {
+    redis.disconnect();
+    await tunnel.close();
+    throw e;
+  }
+  return {
+    redis,
+    close: async () => {
+      redis.disconnect();
+      await tunnel.close();
+    },
+  };
+}
+
+export async function openMysqlVia(ex: Executor, dsn: DatabaseDsn, timeoutMs = 5000): Promise<{ db: Connection } & Closable> {
+  const { tunnelServer } = await import('../remote/ssh.js');
+  const mysql = await import('mysql2/promise');
+  const tunnel = await tunnelServer(ex, dsn.host, dsn.port);
+  try {
+    const db = await mysql.createConnection({
+      host: '127.0.0.1',
+      port: tunnel.port,
+      user: dsn.user,
+      password: dsn.password,
+      database: dsn.database,
+      connectTimeout: timeoutMs,
+    });
+    db.on('error', () => undefined);
+    return {
+      db,
+      close: async () => {
+        await db.end().catch(() => db.destroy());
+        await tunnel.close();
+      },
+    };
+  } catch (e) {
+    await tunnel.close();
+    throw e;
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Remote commands as data (argv arrays), in the manner of Kamal's commands/*. Nothing here
+ * runs anything: orchestration decides where a command runs, and quote.ts quotes it once.
+ * Tests compare these with literals.
+ */
+import type { Argv } from './types.js';
+
+/** `docker compose` (v2 plugin) or `docker-compose` (v1, e.g. Debian 12's package). */
+export type ComposeFlavor = 'v2' | 'v1';
+
+export const docker = {
+  serverVersion: (): Argv => ['docker', 'version', '--format', '{{.Server.Version}}'],
+  imageId: (image: string): Argv => ['docker', 'image', 'inspect', '--format', '{{.Id}}', image],
+  pull: (image: string): Argv => ['docker', 'pull', '--quiet', image],
+  tag: (source: string, target: string): Argv => ['docker', 'tag', source, target],
+  load: (): Argv => ['docker', 'load', '--quiet'],
+  inspectContainer: (name: string): Argv => ['docker', 'container', 'inspect', name],
+  remove: (name: string): Argv => ['docker', 'rm', '--force', name],
+  logs: (name: string, o: { since?: string; tail?: string; follow?: boolean; timestamps?: boolean }): Argv => [
+    'docker',
+    'logs',
+    ...(o.since ? ['--since', o.since] : []),
+    ...(o.tail ? ['--tail', o.tail] : []),
+    ...(o.follow ? ['--follow'] : []),
+    ...(o.timestamps ? ['--timestamps'] : []),
+    name,
+  ],
+  /** A one-off container (the migrate step): same image and .env, on a loopback-only port. */
+  runDetached: (o: { name: string; image: string; envFile: string; publish: string; volumes: string[]; args: string[] }): Argv => [
+    'docker',
+    'run',
+    '--detach',
+    '--name',
+    o.name,
+    '--env-file',
+    o.envFile,
+    '--publish',
+    o.publish,
+    ...o.volumes.flatMap((v) => ['--volume', v]),
+    o.image,
+    ...o.args,
+  ],
+  /** Names of containers publishing a host port. */
+  publishing: (port: number): Argv => ['docker', 'ps', '--all', '--filter', `publish=${port}`, '--format', '{{.Names}}'],
+};
+
+export const compose = {
+  detectV2: (): Argv => ['docker', 'compose', 'version', '--short'],
+  detectV1: (): Argv => ['docker-compose', 'version', '--short'],
+  base: (flavor: ComposeFlavor, project: string, dir: string): string[] => [
+    ...(flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']),
+    '--project-name',
+    project,
+    '--project-directory',
+    dir,
+    '--file',
+    `${dir}/docker-compose.yml`,
+  ],
+  /** --force-recreate: only called when something changed, and then the container must restart. */
+  up: (flavor: ComposeFlavor, project: string, dir: string, o: { recreate: boolean }): Argv => [
+    ...compose.base(flavor, project, dir),
+    'up',
+    '--detach',
+    '--remove-orphans',
+    ...(o.recreate ? ['--force-recreate'] : []),
+  ],
+  stop: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'stop', '--timeout', '10'],
+  down: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'down', '--remove-orphans', '--timeout', '10'],
+};
+
+export const nginx = {
+  version: (): Argv => ['nginx', '-v'],
+  test: (): Argv => ['nginx', '-t', '-q'],
+  reload: (): Argv => ['nginx', '-s', 'reload'],
+};
+
+export const files = {
+  mkdir: (...dirs: string[]): Argv => ['mkdir', '-p', '--', ...dirs],
+  mkdirMode: (mode: string, ...dirs: string[]): Argv => ['mkdir', '-p', '-m', mode, '--', ...dirs],
+  copy: (from: string, to: string): Argv => ['cp', '-p', '--', from, to],
+  move: (from: string, to: string): Argv => ['mv', '-f', '--', from, to],
+  remove: (...paths: string[]): Argv => ['rm', '-f', '--', ...paths],
+  removeTree: (path: string): Argv => ['rm', '-rf', '--', path],
+  /** Appends stdin to a file (the audit log); sh's own argument, never interpolated. */
+  append: (path: string): Argv => ['sh', '-c', 'cat >> "$1"', 'sh', path],
+  /** Free space of the nearest existing folder at or above `path`, in KiB. */
+  freeKiB: (path: string): Argv => [
+    'sh',
+    '-c',
+    'p="$1"; while [ ! -d "$p" ]; do p=$(dirname "$p"); done; df -Pk "$p" | awk \'NR==2 {print $4}\'',
+    'sh',
+    path,
+  ],
+  listening: (port: number): Argv => ['sh', '-c', 'ss -Hltn "sport = :$1" 2>/dev/null | head -n 1', 'sh', String(port)],
+  epochSeconds: (): Argv => ['date', '+%s.%N'],
+};

@@ -1,0 +1,107 @@
+/**
+ * Progress of an operation, as phases of tasks: a live listr2 task list on a terminal, plain
+ * timestamped lines otherwise (pipes, CI, --json). Orchestration only calls `phase`; it never
+ * knows which one it talks to.
+ */
+import type { CliContext } from '../cli/context.js';
+import { mapLimitSettled } from '../remote/limit.js';
+
+export interface PhaseTask {
+  title: string;
+  run: (report: (text: string) => void) => Promise<void>;
+}
+
+export interface PhaseOptions {
+  /** Tasks run at once (default 1: in order). */
+  concurrency?: number;
+}
+
+export interface Progress {
+  /** Runs every task; rejects with the first failure once no task is still running. */
+  phase(title: string, tasks: PhaseTask[], opts?: PhaseOptions): Promise<void>;
+  /** A single step with no sub-tasks. */
+  step(title: string, run: (report: (text: string) => void) => Promise<void>): Promise<void>;
+  info(text: string): void;
+}
+
+export async function makeProgress(ctx: CliContext): Promise<Progress> {
+  if (ctx.interactive && !ctx.out.json) return new ListrProgress(ctx);
+  return new PlainProgress(ctx);
+}
+
+class PlainProgress implements Progress {
+  constructor(private readonly ctx: CliContext) {}
+
+  info(text: string): void {
+    this.ctx.out.log(text);
+  }
+
+  async step(title: string, run: PhaseTask['run']): Promise<void> {
+    const { out, style } = this.ctx;
+    out.log(`${title} …`);
+    const started = Date.now();
+    try {
+      await run((text) => out.log(`  ${title}: ${text}`));
+    } catch (e) {
+      out.log(`${style.red('✖')} ${title}: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+    out.log(`${style.green('✔')} ${title} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  }
+
+  async phase(title: string, tasks: PhaseTask[], opts: PhaseOptions = {}): Promise<void> {
+    if (tasks.length === 0) return;
+    this.ctx.out.log(`${title}`);
+    const settled = await mapLimitSettled(tasks, opts.concurrency ?? 1, (t) => this.step(`  ${t.title}`, t.run));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+}
+
+class ListrProgress implements Progress {
+  constructor(private readonly ctx: CliContext) {}
+
+  info(text: string): void {
+    this.ctx.out.note(text);
+  }
+
+  async step(title: string, run: PhaseTask['run']): Promise<void> {
+    await this.runListr([{ title, run }], 1);
+  }
+
+  async phase(title: string, tasks: PhaseTask[], opts: PhaseOptions = {}): Promise<void> {
+    if (tasks.length === 0) return;
+    this.ctx.out.note(this.ctx.style.bold(title));
+    await this.runListr(tasks, opts.concurrency ?? 1);
+  }
+
+  private async runListr(tasks: PhaseTask[], concurrency: number): Promise<void> {
+    const { Listr } = await import('listr2');
+    const errors: unknown[] = [];
+    const out = this.ctx.out;
+    const list = new Listr(
+      tasks.map((t) => ({
+        title: t.title,
+        task: async (_: unknown, task: { output: string }) => {
+          try {
+            await t.run((text) => {
+              task.output = out.redact(text);
+            });
+          } catch (e) {
+            errors.push(e);
+            // listr shows this message beside the task; ours are secret-free, the redactor makes sure.
+            throw new Error(out.redact(e instanceof Error ? e.message : String(e)));
+          }
+        },
+      })),
+      {
+        concurrent: concurrency > 1 ? concurrency : false,
+        exitOnError: false,
+        collectErrors: false,
+        rendererOptions: { collapseErrors: false, showErrorMessage: true },
+      },
+    );
+    await list.run().catch(() => undefined);
+    if (errors.length > 0) throw errors[0];
+  }
+}
