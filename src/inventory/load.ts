@@ -172,5 +172,5 @@ export function collectSecrets(inv: Inventory): string[] {
     if (/SECRET|PASSWORD|TOKEN|KEY|DSN/i.test(key)) out.add(value);
   }
   // Short values would redact ordinary words; secrets are validated to be long anyway.
-  return [...out].filter((v) => v.length >= 6);
+  return [...out].filter((v) => v.length >= 4);
 }

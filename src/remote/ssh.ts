@@ -9,8 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile as readLocalFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { homedir } from 'node:os';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, homedir } from 'node:os';
 import { join, posix } from 'node:path';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
@@ -580,9 +579,10 @@ export class SshExecutor implements Executor {
     }
 
     // SFTP runs as the login user, who cannot write where sudo is needed. The content goes to a
-    // private (0600) file in /tmp first; `install -m` copies it beside the target, creating the
-    // copy owner-only and setting MODE before anyone else could open it (GNU coreutils and
-    // busybox both do), and `mv` renames it over the target, so the switch stays atomic.
+    // private (0600) file in /tmp first; `sudo install -m MODE` copies it beside the target as
+    // root, and `mv` renames the copy over the target, so the switch stays atomic. The copy is
+    // owner-only while it is being written (GNU install creates it 0600 and applies MODE last;
+    // busybox copies the staged file's 0600), so no one else can read it before it has MODE.
     const staged = `/tmp/.newapi-cluster-${suffix}`;
     try {
       try {
