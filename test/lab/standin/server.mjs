@@ -32,7 +32,7 @@ const intEnv = (name, dflt) => {
 const START_DELAY_MS = intEnv('STANDIN_START_DELAY_MS', 1500);
 const CHAT_DELAY_MS = intEnv('STANDIN_CHAT_DELAY_MS', 50);
 const STREAM_CHUNKS = Math.max(1, intEnv('STANDIN_STREAM_CHUNKS', 8));
-const STREAM_INTERVAL_MS = intEnv('STANDIN_STREAM_INTERVAL_MS', 190);
+const STREAM_INTERVAL_MS = intEnv('STANDIN_STREAM_INTERVAL_MS', 210);
 const MIGRATE_MS = intEnv('STANDIN_MIGRATE_MS', 500);
 const FRONTEND_BASE_URL = (process.env.FRONTEND_BASE_URL || '').replace(/\/+$/, '');
 
@@ -175,19 +175,21 @@ async function initRedis() {
   }
   log('[SYS] Redis is enabled');
   let client;
+  let lastError = null;
   try {
     client = new Redis(url, {
       lazyConnect: true, connectTimeout: 5000, commandTimeout: 5000,
       maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null,
     });
-    client.on('error', () => {});
+    client.on('error', (e) => { lastError = e; });
     await Promise.race([
       (async () => { await client.connect(); await client.ping(); })(),
-      sleep(5000).then(() => { throw new Error('timeout after 5s'); }),
+      sleep(5000).then(() => { throw new Error('context deadline exceeded (5s)'); }),
     ]);
     log('[SYS] Redis ping ok');
   } catch (e) {
-    fatal(`failed to initialize Redis: Redis ping test failed: ${e.message}`);
+    const why = e.message === 'Connection is closed.' && lastError ? lastError.message : e.message;
+    fatal(`failed to initialize Redis: Redis ping test failed: ${why}`);
   } finally {
     try { client?.disconnect(); } catch { /* ignore */ }
   }
