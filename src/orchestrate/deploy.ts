@@ -59,7 +59,9 @@ export async function runDeploy(ctx: CliContext, loaded: LoadedInventory, opts: 
   }
 }
 
-export function selectNodes(nodes: InventoryNode[], only: string[] | undefined): InventoryNode[] {
+/** `--only a b`, `--only a,b` or both. */
+export function selectNodes(nodes: InventoryNode[], onlyArgs: string[] | undefined): InventoryNode[] {
+  const only = onlyArgs?.flatMap((a) => a.split(',')).filter(Boolean);
   if (!only || only.length === 0) return nodes;
   const unknown = only.filter((n) => !nodes.some((node) => node.name === n));
   if (unknown.length > 0) {
@@ -212,14 +214,15 @@ async function printPlan(ctx: CliContext, session: Session, work: NodeWork[], ba
   out.print(isNoop(work.map((w) => w.plan), balancerChanged) ? `${style.green('✔')} dry run: nothing to change` : `dry run: nothing was changed`);
 }
 
-export function printSummary(ctx: CliContext, outcomes: Map<string, NodeOutcome>, balancerChanged: boolean): void {
+export function printSummary(ctx: CliContext, outcomes: Map<string, NodeOutcome>, balancerChanged: boolean | undefined, verb = 'deployed'): void {
   const { out, style } = ctx;
   const list = [...outcomes.values()];
   if (out.json) {
-    out.printJson({ ok: true, nodes: list, balancer: { changed: balancerChanged } });
+    out.printJson({ ok: true, nodes: list, ...(balancerChanged === undefined ? {} : { balancer: { changed: balancerChanged } }) });
     return;
   }
   for (const o of list) out.print(`  ${o.node}: ${o.action}${o.action === 'unchanged' ? '' : ` on ${o.image} (${o.detail})`}`);
   const changed = list.filter((o) => o.action !== 'unchanged').length;
-  out.print(`${style.green('✔')} deployed: ${changed} node${changed === 1 ? '' : 's'} changed, ${list.length - changed} unchanged, balancer ${balancerChanged ? 'reloaded' : 'unchanged'}`);
+  const balancer = balancerChanged === undefined ? '' : `, balancer ${balancerChanged ? 'reloaded' : 'unchanged'}`;
+  out.print(`${style.green('✔')} ${verb}: ${changed} node${changed === 1 ? '' : 's'} changed, ${list.length - changed} unchanged${balancer}`);
 }

@@ -57,7 +57,7 @@ export async function runAddNode(ctx: CliContext, loaded: LoadedInventory, entry
     await progress.step(`Add ${node.name} to the balancer`, async (report) => {
       report((await balancer.push({})) ? 'nginx -t passed, reloaded' : 'unchanged');
     });
-    printSummary(ctx, state.outcomes, true);
+    printSummary(ctx, state.outcomes, true, 'added');
   } finally {
     await lock?.release().catch(() => undefined);
     await session.close();

@@ -158,7 +158,7 @@ async function runRolling(ctx: CliContext, loaded: LoadedInventory, spec: Rollin
     const balancer = new Balancer(session, spec.templates);
     await rollNodes(session, balancer, batches, progress, state, { signal: ctx.signal, beforeBatch: () => lock!.verify() });
     await updateInventory(ctx, loaded, spec.finalImage);
-    printSummary(ctx, state.outcomes, false);
+    printSummary(ctx, state.outcomes, undefined, spec.operation.split(' ')[0] === 'rollback' ? 'rolled back' : 'upgraded');
   } catch (e) {
     if (state.outcomes.size > 0) reportWhereThingsStand(ctx, state, inv);
     if (ctx.signal.aborted && !(e instanceof CliError && e.exitCode !== 130)) {
