@@ -129,6 +129,11 @@ export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>):
     }
   }
 
+  const mirror = str(obj(root.images).registryMirror);
+  if (image && mirror && parseImageRef(image).digest !== undefined) {
+    out.push(error('images/registryMirror', 'cannot be used with an image pinned by digest', 'pin the image by tag, or pull it without a mirror'));
+  }
+
   const frontend = str(cluster.frontendBaseUrl);
   const serverNames = (str(lb.serverName) ?? '_').split(' ');
   if (frontend) {

@@ -6,13 +6,12 @@
  * Messages follow a convention that format.ts understands: "message\nhint".
  */
 import { z } from 'zod';
+import { HOST_RE, NAME_RE } from './patterns.js';
+
+export { HOST_RE, NAME_RE };
 
 export const withHint = (message: string, hint: string): string => `${message}\n${hint}`;
 
-export const NAME_RE = /^[a-z0-9][a-z0-9-]*$/;
-/** A DNS name or an IP address; nothing a shell or a config file could read as syntax. */
-export const HOST_RE =
-  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]+)$/;
 const USER_RE = /^[a-z_][a-z0-9_.-]*$/i;
 const JUMP_RE = /^(?:[a-z_][a-z0-9_.-]*@)?[A-Za-z0-9.-]+(?::\d{1,5})?$/i;
 const PATH_RE = /^[^\0\n\r]+$/;

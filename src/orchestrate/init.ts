@@ -5,7 +5,7 @@ import type { CliContext } from '../cli/context.js';
 import { InputError } from '../errors.js';
 import { SECRETS_FILE } from '../inventory/load.js';
 import { scaffoldInventory, scaffoldSecrets, type ScaffoldAnswers } from '../inventory/scaffold.js';
-import { HOST_RE, NAME_RE } from '../inventory/schema.js';
+import { HOST_RE, NAME_RE } from '../inventory/patterns.js';
 
 export interface InitOptions {
   output: string;

@@ -40,17 +40,8 @@ export async function ensureLayout(session: Session, node: InventoryNode): Promi
   await ex.exec(files.mkdirMode('700', paths.dir, paths.previous));
 }
 
-/** Keeps the files of the last good deploy (the one state.json describes), then uploads the changes. */
-export async function writeNodeFiles(session: Session, plan: NodePlan, facts: NodeFacts): Promise<void> {
+export async function writeNodeFiles(session: Session, plan: NodePlan): Promise<void> {
   const ex = session.on(plan.node);
-  const paths = statePaths(session.inv.cluster.dir);
-  if (facts.state !== undefined && plan.changes.length > 0) {
-    for (const name of ['docker-compose.yml', '.env']) {
-      const current = facts.files[`${session.inv.cluster.dir}/${name}`];
-      if (current !== undefined) await ex.upload(`${paths.previous}/${name}`, current, 0o600);
-    }
-    await ex.upload(`${paths.previous}/state.json`, `${JSON.stringify(facts.state, null, 2)}\n`, 0o600);
-  }
   for (const change of plan.changes) await ex.upload(change.file.path, change.file.content, change.file.mode);
 }
 
@@ -59,18 +50,32 @@ export async function composeUp(session: Session, node: InventoryNode, recreate:
   await session.on(node).exec(compose.up(flavor, session.project, session.inv.cluster.dir, { recreate }), { timeoutMs: 5 * 60_000 });
 }
 
-export async function recordState(session: Session, files_: NodeFiles, image: string, previous: NodeState | undefined, operation: string): Promise<NodeState> {
+/**
+ * Called once a node passed its health gate. The deploy it replaces becomes `previous/` (what
+ * rollback returns to); a failed attempt never gets here, so it never overwrites `previous/`.
+ */
+export async function recordState(session: Session, files_: NodeFiles, image: string, before: NodeFacts | undefined, operation: string): Promise<NodeState> {
   const ex = session.on(files_.node);
   const paths = statePaths(session.inv.cluster.dir);
+  const previous = before?.state;
+  const contents: Record<string, string> = { 'docker-compose.yml': files_.compose.content, '.env': files_.env.content };
+  const replaced = before !== undefined && previous !== undefined && (previous.image !== image || [files_.compose, files_.env].some((f) => before.files[f.path] !== f.content));
+  if (replaced) {
+    for (const f of [files_.compose, files_.env]) {
+      const old = before.files[f.path];
+      if (old !== undefined) await ex.upload(`${paths.previous}/${f.path.split('/').pop()}`, old, 0o600);
+    }
+    await ex.upload(`${paths.previous}/state.json`, `${JSON.stringify(previous, null, 2)}\n`, 0o600);
+  }
   const state: NodeState = {
     cluster: session.project,
     node: files_.node.name,
     role: files_.node.role,
     image,
-    files: { 'docker-compose.yml': sha256(files_.compose.content), '.env': sha256(files_.env.content) },
+    files: Object.fromEntries(Object.entries(contents).map(([name, content]) => [name, sha256(content)])),
     deployedAt: new Date().toISOString(),
     deployedBy: session.operator,
-    ...(previous && previous.image !== image ? { previousImage: previous.image } : previous?.previousImage ? { previousImage: previous.previousImage } : {}),
+    ...(replaced && previous ? { previousImage: previous.image } : previous?.previousImage ? { previousImage: previous.previousImage } : {}),
     tool: TOOL_VERSION,
   };
   await ex.upload(paths.state, `${JSON.stringify(state, null, 2)}\n`, 0o600);

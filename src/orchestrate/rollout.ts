@@ -53,7 +53,7 @@ export async function startNodes(session: Session, work: NodeWork[], progress: P
       run: async (report) => {
         try {
           await replaceNode(session, w, report);
-          await recordState(session, w.files, w.plan.image, w.facts.state, state.operation);
+          await recordState(session, w.files, w.plan.image, w.facts, state.operation);
           state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'started', image: w.plan.image, detail: w.plan.reasons.join(', ') });
           state.excluded.delete(w.plan.node.name);
         } catch (e) {
@@ -94,7 +94,7 @@ export async function rollNodes(
     const failures: { work: NodeWork; error: unknown }[] = [];
     await progressPhase(progress, batch, failures, async (w, report) => {
       await replaceNode(session, w, report);
-      await recordState(session, w.files, w.plan.image, w.facts.state, state.operation);
+      await recordState(session, w.files, w.plan.image, w.facts, state.operation);
       state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'recreated', image: w.plan.image, detail: w.plan.reasons.join(', ') });
     });
 
@@ -169,7 +169,7 @@ async function progressPhase(
 /** Files, container, health gate. */
 async function replaceNode(session: Session, w: NodeWork, report: (t: string) => void): Promise<void> {
   await ensureLayout(session, w.plan.node);
-  await writeNodeFiles(session, w.plan, w.facts);
+  await writeNodeFiles(session, w.plan);
   report('recreating the container');
   await composeUp(session, w.plan.node, w.facts.container.exists);
   await waitHealthy(session, w.plan.node, { image: w.plan.image, report });

@@ -62,5 +62,5 @@ export function planNode(files: NodeFiles, facts: NodeFacts, image: string): Nod
 }
 
 export function isNoop(plans: readonly NodePlan[], balancerChanged: boolean): boolean {
-  return !balancerChanged && plans.every((p) => !p.restart && p.changes.length === 0 && !p.pullImage);
+  return !balancerChanged && plans.every((p) => !p.restart && p.changes.length === 0);
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
-import { HOST_RE, NAME_RE } from '../../inventory/schema.js';
+import { HOST_RE, NAME_RE } from '../../inventory/patterns.js';
 import { inventoryPath, type CliContext } from '../context.js';
 import { loadForCommand } from '../load.js';
 
