@@ -46,19 +46,21 @@ async function checkNode(session: Session, node: InventoryNode, opts: CheckOptio
   const ex = session.on(node);
   const ssh = await checkSsh(node.name, ex);
   if (ssh.status !== 'ok') return [ssh];
-  const results: CheckResult[] = [ssh];
-  const docker = await checkDocker(node.name, ex);
-  results.push(docker);
-  if (docker.status === 'ok') {
-    results.push(await checkCompose(session, node), await checkPort(session, node));
-  }
-  results.push(await checkDisk(node.name, ex, inv.cluster.dir));
-  if (!opts.preflight) results.push(await checkClock(node.name, ex));
-  const [db, redis, logDb] = await Promise.all([
+  // Everything after SSH is independent: one round trip's worth of waiting, not eight.
+  const engine = (async () => {
+    const docker = await checkDocker(node.name, ex);
+    return docker.status === 'ok' ? [docker, await checkCompose(session, node), await checkPort(session, node)] : [docker];
+  })();
+  const [engineResults, disk, clock, db, redis, logDb] = await Promise.all([
+    engine,
+    checkDisk(node.name, ex, inv.cluster.dir),
+    opts.preflight ? Promise.resolve(undefined) : checkClock(node.name, ex),
     checkDatabase(node, ex, inv.database.dsn, 'mysql'),
     checkRedis(session, node, ex),
     inv.database.logDsn ? checkDatabase(node, ex, inv.database.logDsn, 'log-db') : Promise.resolve(undefined),
   ]);
+  const results: CheckResult[] = [ssh, ...engineResults, disk];
+  if (clock) results.push(clock);
   results.push(db, redis);
   if (logDb) results.push(logDb);
   return results;

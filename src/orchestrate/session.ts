@@ -90,9 +90,8 @@ export class Session {
     let flavor = this.flavors.get(node.name);
     if (!flavor) {
       flavor = (async () => {
-        const ex = this.on(node);
-        if ((await ex.exec(composeCmd.detectV2(), { allowFailure: true })).code === 0) return 'v2';
-        if ((await ex.exec(composeCmd.detectV1(), { allowFailure: true })).code === 0) return 'v1';
+        const found = (await this.on(node).exec(composeCmd.detect(), { allowFailure: true })).stdout.trim();
+        if (found === 'v2' || found === 'v1') return found;
         throw new CliError('neither `docker compose` nor `docker-compose` is installed', {
           node: node.name,
           hint: 'install the Docker compose plugin (docker-compose-plugin) or docker-compose',

@@ -118,7 +118,7 @@ describe('rolling upgrade under load', () => {
     ]);
   });
 
-  it('a batch that fails its gate after the migrate step is rolled back as a whole (migrateFirst off)', async () => {
+  it('a batch that fails its health gate is rolled back as a whole (migrate step off, so the slaves meet the bad version first)', async () => {
     const quick = labInventory(() =>
       readFileSync(inventory, 'utf8').replace('healthTimeoutSeconds: 60', 'healthTimeoutSeconds: 12').replace('minReadySeconds: 1', 'minReadySeconds: 1\n  migrateFirst: false'),
     );

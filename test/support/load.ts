@@ -50,7 +50,11 @@ function once(o: LoadOptions, stream: boolean): Promise<{ ok: boolean; why?: str
       req.destroy(new Error('timed out after 30 s'));
     }, 30_000);
     const req = request(
-      { host: o.host, port: o.port, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: 'Bearer sk-load' } },
+      // One connection per request. With keep-alive, an nginx reload closes idle client
+      // connections, and a POST racing that close fails in Node's client without a retry; that
+      // race is the client's (OpenAI's SDKs retry it), not the cluster's, and would hide what
+      // this generator is for: requests failed by a node going away.
+      { agent: false, host: o.host, port: o.port, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: 'Bearer sk-load' } },
       (res) => {
         let text = '';
         res.setEncoding('utf8');

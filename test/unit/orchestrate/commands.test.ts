@@ -26,8 +26,7 @@ describe('compose', () => {
     expect(compose.stop('v1', 'prod', '/opt/new-api')).toEqual([
       'docker-compose', '--project-name', 'prod', '--project-directory', '/opt/new-api', '--file', '/opt/new-api/docker-compose.yml', 'stop', '--timeout', '10',
     ]);
-    expect(compose.detectV2()).toEqual(['docker', 'compose', 'version', '--short']);
-    expect(compose.detectV1()).toEqual(['docker-compose', 'version', '--short']);
+    expect(compose.detect()).toEqual(['sh', '-c', 'if docker compose version >/dev/null 2>&1; then echo v2; elif command -v docker-compose >/dev/null 2>&1; then echo v1; fi']);
   });
 });
 
