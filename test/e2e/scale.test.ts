@@ -38,7 +38,7 @@ describe('scale under load', () => {
     expect(Object.keys(hits.hosts).sort()).toEqual(['master', 'slave-1', 'slave-2', 'slave-3']);
   });
 
-  it('add-node with a host that fails its checks is bad news for nothing: exit 1, inventory and hosts unchanged', async () => {
+  it('add-node to a host that fails its checks: exit 1, inventory and hosts unchanged', async () => {
     const before = readFileSync(inventory, 'utf8');
     const lbBefore = await hostFingerprint('lb');
     const r = await cli(['scale', 'add-node', inventory, '--name', 'slave-4', '--host', '10.77.0.19']);
