@@ -27,17 +27,16 @@ export interface CheckOptions {
 export async function runChecks(session: Session, opts: CheckOptions = {}): Promise<CheckResult[]> {
   const inv = session.inv;
   const nodes = opts.nodes ?? inv.nodes;
-  const perNode = await mapLimit(nodes, inv.rollout.maxParallel, async (node) => checkNode(session, node, opts));
-  const results = perNode.flat();
-
-  if (!opts.preflight) results.push(...(await compareSecrets(session, nodes, results)));
-
-  const lb = session.onBalancer();
-  if (lb) {
+  const balancer = async (): Promise<CheckResult[]> => {
+    const lb = session.onBalancer();
+    if (!lb) return [];
     const ssh = await checkSsh(BALANCER, lb);
-    results.push(ssh);
-    if (ssh.status === 'ok') results.push(...(await checkBalancer(lb)));
-  }
+    return ssh.status === 'ok' ? [ssh, ...(await checkBalancer(lb))] : [ssh];
+  };
+  const [perNode, lbResults] = await Promise.all([mapLimit(nodes, inv.rollout.maxParallel, async (node) => checkNode(session, node, opts)), balancer()]);
+  const results = perNode.flat();
+  if (!opts.preflight) results.push(...(await compareSecrets(session, nodes, results)));
+  results.push(...lbResults);
   return results;
 }
 

@@ -44,8 +44,11 @@ export async function runDeploy(ctx: CliContext, loaded: LoadedInventory, opts: 
         lock = await ClusterLock.acquire(session, commandLine('deploy', opts));
       });
     }
+    // Both only read: facts are gathered while the checks run, and used only if they pass.
+    const planned = plan(session, progress, rendered, targets);
+    planned.catch(() => undefined);
     await preflight(session, progress, targets);
-    const work = await plan(session, progress, rendered, targets);
+    const work = await planned;
     const balancer = new Balancer(session, templates);
     if (opts.dryRun) {
       await printPlan(ctx, session, work, balancer);
