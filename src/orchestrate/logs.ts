@@ -14,9 +14,8 @@ export async function runLogs(
 ): Promise<void> {
   const nodes = selectNodes(loaded.inventory.nodes, opts.node);
   const width = Math.max(...nodes.map((n) => n.name.length));
-  const session = await Session.open(ctx, loaded);
   const colors = [ctx.style.cyan, ctx.style.magenta, ctx.style.yellow, ctx.style.blue, ctx.style.green];
-  try {
+  await Session.use(ctx, loaded, async (session) => {
     const settled = await mapLimitSettled(nodes, nodes.length, async (node, i) => {
       const prefix = (colors[i % colors.length] ?? ctx.style.white)(`${node.name.padEnd(width)} |`);
       const lineSplitter = () => {
@@ -52,7 +51,5 @@ export async function runLogs(
     for (const [i, s] of settled.entries()) {
       if (s.status === 'rejected' && !ctx.signal.aborted) ctx.out.note(`${ctx.style.red('✖')} ${nodes[i]?.name}: ${s.reason instanceof Error ? s.reason.message : String(s.reason)}`);
     }
-  } finally {
-    await session.close();
-  }
+  });
 }

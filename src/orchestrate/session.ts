@@ -38,6 +38,16 @@ export class Session {
     return new Session(ctx, loaded, pool);
   }
 
+  /** Opens a session for `fn` and closes every connection after it, whatever happens. */
+  static async use<T>(ctx: CliContext, loaded: LoadedInventory, fn: (session: Session) => Promise<T>): Promise<T> {
+    const session = await Session.open(ctx, loaded);
+    try {
+      return await fn(session);
+    } finally {
+      await session.close();
+    }
+  }
+
   get operator(): string {
     let user = 'unknown';
     try {

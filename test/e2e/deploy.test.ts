@@ -2,9 +2,13 @@
  * deploy, status, dry-run and idempotency against the lab: real sshd, dockerd, registry,
  * MariaDB, Redis and nginx.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cli, hitBalancer, hostExec, hostFingerprint, labInventory, resetLab, startTimes, type LabHost } from '../support/lab.js';
+import { cli, hitBalancer, hostExec, hostFingerprint, labEnv, labInventory, resetLab, startTimes, type LabHost } from '../support/lab.js';
+
+const execFileP = promisify(execFile);
 
 const CLUSTER_HOSTS: LabHost[] = ['n1', 'n2', 'n3'];
 
@@ -96,6 +100,32 @@ describe('deploy to the lab', () => {
     expect(await hostExec('lb', 'cat /etc/nginx/conf.d/new-api.conf')).toMatch(/server 10\.77\.0\.13:3000 weight=4 max_fails=3 fail_timeout=10s;/);
     // The last good files are kept for rollback.
     expect(await hostExec('n2', 'grep ^TZ= /opt/new-api/.newapi-cluster/previous/.env')).toBe('TZ=UTC\n');
+  });
+
+  it('logs prefixes every line with its node', async () => {
+    const r = await cli(['logs', inventory, '--tail', '3']);
+    expect(r.code, r.stderr).toBe(0);
+    const prefixes = new Set(r.stdout.split('\n').filter(Boolean).map((l) => l.split('|')[0]!.trim()));
+    expect([...prefixes].sort()).toEqual(['master', 'slave-1', 'slave-2']);
+    const one = await cli(['logs', inventory, '--node', 'slave-2', '--tail', '2']);
+    expect(one.stdout.split('\n').filter(Boolean).every((l) => l.startsWith('slave-2 |'))).toBe(true);
+  });
+
+  it('a lock left by a dead operator blocks with exit 3 until lock release --force', async () => {
+    const env = labEnv();
+    const holder = JSON.stringify({ id: 'x', operator: 'alice@laptop', command: 'upgrade --rolling --to v0.9.99', pid: 4242, since: new Date().toISOString() });
+    await execFileP('redis-cli', ['-h', '10.77.0.1', '--no-auth-warning', '-a', env.REDIS_PASSWORD!, 'SET', 'newapi-cluster:lab:lock', holder, 'PX', '600000']);
+    const status = await cli(['lock', 'status', inventory]);
+    expect(status.stdout).toMatch(/^cluster lab is locked by alice@laptop \(pid 4242\) running "upgrade --rolling --to v0\.9\.99" since .* expires in \d+ s unless renewed$/m);
+    const blocked = await cli(['deploy', inventory]);
+    expect(blocked.code).toBe(3);
+    expect(blocked.stderr).toContain('cluster lab is locked by alice@laptop (pid 4242) running "upgrade --rolling --to v0.9.99"');
+    const noForce = await cli(['lock', 'release', inventory]);
+    expect(noForce.code).toBe(2);
+    const released = await cli(['lock', 'release', '--force', inventory]);
+    expect(released.code).toBe(0);
+    expect(released.stdout).toMatch(/^released the lock of alice@laptop/m);
+    expect((await cli(['deploy', inventory])).code).toBe(0);
   });
 
   it('deploy --only an unknown node is bad input (exit 2) and touches nothing', async () => {

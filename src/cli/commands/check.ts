@@ -14,13 +14,8 @@ export function registerCheck(program: Command, getContext: () => CliContext): v
       const { Session } = await import('../../orchestrate/session.js');
       const { runChecks } = await import('../../orchestrate/check.js');
       const { printChecks } = await import('../../ui/checks.js');
-      const session = await Session.open(ctx, loaded);
-      try {
-        const results = await runChecks(session);
-        printChecks(ctx, results);
-        ctx.exitCode = results.some((r) => r.status === 'fail') ? ExitCode.failed : ExitCode.ok;
-      } finally {
-        await session.close();
-      }
+      const results = await Session.use(ctx, loaded, runChecks);
+      printChecks(ctx, results);
+      ctx.exitCode = results.some((r) => r.status === 'fail') ? ExitCode.failed : ExitCode.ok;
     });
 }

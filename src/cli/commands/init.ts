@@ -1,19 +1,10 @@
 import type { Command } from 'commander';
 import { InputError } from '../../errors.js';
+import type { InitOptions } from '../../orchestrate/init.js';
 import type { CliContext } from '../context.js';
 
-interface InitOptions {
-  output: string;
-  nodes?: string;
-  name?: string;
-  image?: string;
-  hosts?: string;
-  balancer?: string;
-  serverName?: string;
-  sshUser?: string;
-  identityFile?: string;
-  force?: boolean;
-}
+/** The flags as commander gives them: the node count still text. */
+type InitFlags = Omit<InitOptions, 'nodes'> & { nodes?: string };
 
 export function registerInit(program: Command, getContext: () => CliContext): void {
   program
@@ -29,7 +20,7 @@ export function registerInit(program: Command, getContext: () => CliContext): vo
     .option('--ssh-user <user>', 'SSH user', 'root')
     .option('--identity-file <path>', 'SSH private key (default: ssh-agent)')
     .option('--force', 'overwrite existing files without asking (with --yes)')
-    .action(async (opts: InitOptions) => {
+    .action(async (opts: InitFlags) => {
       const { runInit } = await import('../../orchestrate/init.js');
       await runInit(getContext(), {
         ...opts,

@@ -10,17 +10,14 @@ export function registerLock(program: Command, getContext: () => CliContext): vo
     const loaded = await loadForCommand(ctx, inventoryPath(ctx, file));
     const { Session } = await import('../../orchestrate/session.js');
     const { redisForSession } = await import('../../orchestrate/lock.js');
-    const session = await Session.open(ctx, loaded);
-    try {
+    await Session.use(ctx, loaded, async (session) => {
       const conn = await redisForSession(session);
       try {
         await fn(ctx, conn.redis, loaded.inventory.cluster.name);
       } finally {
         await conn.close();
       }
-    } finally {
-      await session.close();
-    }
+    });
   };
 
   lock
