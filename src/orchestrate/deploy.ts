@@ -154,8 +154,7 @@ async function apply(
   const fresh = work.filter((w) => w.plan.restart && !w.plan.serving);
   const freshMaster = fresh.filter((w) => w.plan.node.role === 'master');
   const freshSlaves = fresh.filter((w) => w.plan.node.role !== 'master');
-  if (freshMaster.length > 0) await startNodes(session, freshMaster, progress, state);
-  await startNodes(session, freshSlaves, progress, state);
+  await startNodes(session, freshSlaves, progress, state, freshMaster);
   lock.verify();
 
   const serving = work.filter((w) => w.plan.restart && w.plan.serving);

@@ -34,7 +34,7 @@ export interface GateOptions {
   signal?: AbortSignal;
 }
 
-const POLL_MS = 500;
+const POLL_MS = 250;
 
 export async function waitHealthy(session: Session, node: InventoryNode, opts: GateOptions): Promise<StatusAnswer> {
   const inv = session.inv;
@@ -62,7 +62,7 @@ export async function waitHealthy(session: Session, node: InventoryNode, opts: G
       readySince = undefined;
       opts.report?.(last.success ? `answers ${last.version ?? 'no version'}, waiting for ${want}` : `waiting: ${last.problem ?? 'not healthy'}`);
       // Every few polls, look at the container: a crash loop will not heal by waiting.
-      if (++polls % 6 === 0) {
+      if (++polls % 12 === 0) {
         const state = await getContainerState(ex, container);
         if (!state.exists || state.status === 'exited' || state.status === 'dead' || state.restartCount >= 3) {
           throw await gateError(session, node, ex, container, `the container is ${state.exists ? `${state.status} (restarted ${state.restartCount} times)` : 'gone'}`);

@@ -36,8 +36,7 @@ export async function ensureLayout(session: Session, node: InventoryNode): Promi
   const dir = session.inv.cluster.dir;
   const paths = statePaths(dir);
   const ex = session.on(node);
-  await ex.exec(files.mkdir(`${dir}/data`, `${dir}/logs`));
-  await ex.exec(files.mkdirMode('700', paths.dir, paths.previous));
+  await ex.exec(files.layout(dir, paths.dir, paths.previous));
 }
 
 export async function writeNodeFiles(session: Session, plan: NodePlan): Promise<void> {
@@ -54,6 +53,12 @@ export async function composeUp(session: Session, node: InventoryNode, recreate:
  * Called once a node passed its health gate. The deploy it replaces becomes `previous/` (what
  * rollback returns to); a failed attempt never gets here, so it never overwrites `previous/`.
  */
+/** The container exists with its final configuration, but does not run yet. */
+export async function composeCreate(session: Session, node: InventoryNode): Promise<void> {
+  const flavor = await session.composeFlavor(node);
+  await session.on(node).exec(compose.create(flavor, session.project, session.inv.cluster.dir), { timeoutMs: 5 * 60_000 });
+}
+
 export async function recordState(session: Session, files_: NodeFiles, image: string, before: NodeFacts | undefined, operation: string): Promise<NodeState> {
   const ex = session.on(files_.node);
   const paths = statePaths(session.inv.cluster.dir);

@@ -7,12 +7,13 @@
  */
 import { CliError, errorMessage } from '../errors.js';
 import type { NodeFacts, NodePlan } from '../plan/plan.js';
-import { compose } from '../remote/commands.js';
+import { compose, docker } from '../remote/commands.js';
+import { containerName } from '../render/render.js';
 import type { NodeFiles } from '../render/render.js';
 import type { Progress } from '../ui/progress.js';
 import type { Balancer } from './balancer.js';
 import { sleep, waitHealthy } from './health.js';
-import { audit, composeUp, ensureLayout, recordState, writeNodeFiles } from './node-files.js';
+import { audit, composeCreate, composeUp, ensureLayout, recordState, writeNodeFiles } from './node-files.js';
 import type { Session } from './session.js';
 
 export interface NodeWork {
@@ -44,25 +45,49 @@ export function batchesOf<T>(items: readonly T[], batchSize: number | string): T
   return out;
 }
 
-/** Nodes that serve no traffic yet: start them, gate them; no draining needed. */
-export async function startNodes(session: Session, work: NodeWork[], progress: Progress, state: RolloutState): Promise<void> {
+/**
+ * Nodes that serve no traffic yet: start them and gate them; no draining needed. With `first`
+ * (the master on a first deploy), `first` starts alone — New API migrates only on the master,
+ * and a slave must not meet an unmigrated schema (issue #4144) — while the others get their
+ * files and a created (not started) container, so they only have to start afterwards.
+ */
+export async function startNodes(session: Session, work: NodeWork[], progress: Progress, state: RolloutState, first: NodeWork[] = []): Promise<void> {
+  const start = (w: NodeWork, prepared: boolean) => ({
+    title: `Start ${w.plan.node.name} on ${w.plan.image}`,
+    run: async (report: (t: string) => void) => {
+      try {
+        await replaceNode(session, w, report, prepared);
+        await recordState(session, w.files, w.plan.image, w.facts, state.operation);
+        state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'started', image: w.plan.image, detail: w.plan.reasons.join(', ') });
+        state.excluded.delete(w.plan.node.name);
+      } catch (e) {
+        state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'failed', image: w.plan.image, detail: errorMessage(e) });
+        throw e;
+      }
+    },
+  });
+  const concurrency = session.inv.rollout.maxParallel;
+  const prepared = new Set<NodeWork>();
+  if (first.length > 0) {
+    await progress.phase(
+      `Start ${first.map((w) => w.plan.node.name).join(', ')} first${work.length ? '; prepare the others' : ''}`,
+      [
+        ...first.map((w) => start(w, false)),
+        ...work.map((w) => ({
+          title: `Prepare ${w.plan.node.name}: files and container, not started`,
+          run: async () => {
+            await prepareNode(session, w);
+            prepared.add(w);
+          },
+        })),
+      ],
+      { concurrency: Math.max(concurrency, first.length + 1) },
+    );
+  }
   await progress.phase(
     work.length === 1 ? `Start ${work[0]!.plan.node.name}` : `Start ${work.length} nodes`,
-    work.map((w) => ({
-      title: `Start ${w.plan.node.name} on ${w.plan.image}`,
-      run: async (report) => {
-        try {
-          await replaceNode(session, w, report);
-          await recordState(session, w.files, w.plan.image, w.facts, state.operation);
-          state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'started', image: w.plan.image, detail: w.plan.reasons.join(', ') });
-          state.excluded.delete(w.plan.node.name);
-        } catch (e) {
-          state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'failed', image: w.plan.image, detail: errorMessage(e) });
-          throw e;
-        }
-      },
-    })),
-    { concurrency: session.inv.rollout.maxParallel },
+    work.map((w) => start(w, prepared.has(w))),
+    { concurrency },
   );
 }
 
@@ -167,12 +192,23 @@ async function progressPhase(
 }
 
 /** Files, container, health gate. */
-async function replaceNode(session: Session, w: NodeWork, report: (t: string) => void): Promise<void> {
+async function replaceNode(session: Session, w: NodeWork, report: (t: string) => void, prepared = false): Promise<void> {
+  if (prepared) {
+    report('starting the prepared container');
+    await session.on(w.plan.node).exec(docker.start(containerName(session.inv)));
+  } else {
+    await ensureLayout(session, w.plan.node);
+    await writeNodeFiles(session, w.plan);
+    report('recreating the container');
+    await composeUp(session, w.plan.node, w.facts.container.exists);
+  }
+  await waitHealthy(session, w.plan.node, { image: w.plan.image, report });
+}
+
+async function prepareNode(session: Session, w: NodeWork): Promise<void> {
   await ensureLayout(session, w.plan.node);
   await writeNodeFiles(session, w.plan);
-  report('recreating the container');
-  await composeUp(session, w.plan.node, w.facts.container.exists);
-  await waitHealthy(session, w.plan.node, { image: w.plan.image, report });
+  await composeCreate(session, w.plan.node);
 }
 
 /** Back to what the node had before this run: its files and its container. */

@@ -16,6 +16,7 @@ export const docker = {
   load: (): Argv => ['docker', 'load', '--quiet'],
   inspectContainer: (name: string): Argv => ['docker', 'container', 'inspect', name],
   remove: (name: string): Argv => ['docker', 'rm', '--force', name],
+  start: (name: string): Argv => ['docker', 'start', name],
   logs: (name: string, o: { since?: string; tail?: string; follow?: boolean; timestamps?: boolean }): Argv => [
     'docker',
     'logs',
@@ -67,6 +68,8 @@ export const compose = {
     '--remove-orphans',
     ...(o.recreate ? ['--force-recreate'] : []),
   ],
+  /** Creates (or recreates) the container without starting it: `up --no-start` works in v1 and v2. */
+  create: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'up', '--no-start', '--force-recreate', '--remove-orphans'],
   stop: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'stop', '--timeout', '10'],
   down: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'down', '--remove-orphans', '--timeout', '10'],
 };
@@ -78,10 +81,16 @@ export const nginx = {
 };
 
 export const files = {
-  mkdir: (...dirs: string[]): Argv => ['mkdir', '-p', '--', ...dirs],
-  mkdirMode: (mode: string, ...dirs: string[]): Argv => ['mkdir', '-p', '-m', mode, '--', ...dirs],
-  copy: (from: string, to: string): Argv => ['cp', '-p', '--', from, to],
-  move: (from: string, to: string): Argv => ['mv', '-f', '--', from, to],
+  /** A node's folders in one round trip: data/ and logs/ for the server, the tool's own folders private. */
+  layout: (dir: string, stateDir: string, previousDir: string): Argv => [
+    'sh',
+    '-c',
+    'mkdir -p -- "$1/data" "$1/logs" && mkdir -p -m 700 -- "$2" "$3"',
+    'sh',
+    dir,
+    stateDir,
+    previousDir,
+  ],
   remove: (...paths: string[]): Argv => ['rm', '-f', '--', ...paths],
   removeTree: (path: string): Argv => ['rm', '-rf', '--', path],
   /** Appends stdin to a file (the audit log); sh's own argument, never interpolated. */

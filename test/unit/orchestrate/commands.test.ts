@@ -76,7 +76,9 @@ describe('files', () => {
 
   it('ends options before paths', () => {
     expect(files.remove('-rf', '/x')).toEqual(['rm', '-f', '--', '-rf', '/x']);
-    expect(files.mkdirMode('700', '/opt/new-api/.newapi-cluster')).toEqual(['mkdir', '-p', '-m', '700', '--', '/opt/new-api/.newapi-cluster']);
+    expect(toCommandLine(files.layout('/opt/new api', '/opt/new api/.s', '/opt/new api/.s/previous'))).toBe(
+      `sh -c 'mkdir -p -- "$1/data" "$1/logs" && mkdir -p -m 700 -- "$2" "$3"' sh '/opt/new api' '/opt/new api/.s' '/opt/new api/.s/previous'`,
+    );
     expect(files.listening(39300)).toEqual(['sh', '-c', 'ss -Hltn "sport = :$1" 2>/dev/null | head -n 1', 'sh', '39300']);
   });
 });
