@@ -56,6 +56,11 @@ export async function runDeploy(ctx: CliContext, loaded: LoadedInventory, opts: 
     }
     const outcomes = await apply(session, progress, work, balancer, lock!, ctx.signal);
     printSummary(ctx, outcomes.outcomes, outcomes.balancerChanged);
+    if (!balancer.enabled && !ctx.out.json) {
+      // loadBalancer.type: none — the operator runs the balancer; this is what it should hold.
+      ctx.out.print(`\n# nginx upstream for cluster ${inv.cluster.name} (loadBalancer.type: none, not pushed):`);
+      ctx.out.print(balancer.render());
+    }
   } finally {
     await lock?.release().catch(() => undefined);
     await session.close();
