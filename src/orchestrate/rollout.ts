@@ -117,11 +117,14 @@ export async function rollNodes(
     });
 
     const failures: { work: NodeWork; error: unknown }[] = [];
-    await progressPhase(progress, batch, failures, async (w, report) => {
-      await replaceNode(session, w, report);
-      await recordState(session, w.files, w.plan.image, w.facts, state.operation);
-      state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'recreated', image: w.plan.image, detail: w.plan.reasons.join(', ') });
-    });
+    await progressPhase(progress, batch, failures, (w, report) => replaceNode(session, w, report));
+    if (failures.length === 0) {
+      // Recorded only once the whole batch passed: a batch that goes back leaves no node claiming the new version.
+      for (const w of batch) {
+        await recordState(session, w.files, w.plan.image, w.facts, state.operation);
+        state.outcomes.set(w.plan.node.name, { node: w.plan.node.name, action: 'recreated', image: w.plan.image, detail: w.plan.reasons.join(', ') });
+      }
+    }
 
     if (failures.length > 0) {
       // Every node of the batch goes back, not only the failed ones: a batch is one unit.
@@ -158,9 +161,12 @@ export async function rollNodes(
     });
     if (failures.length > 0) {
       const first = failures[0]!;
+      const stranded = names.filter((n) => state.excluded.has(n));
       throw new CliError(`${first.work.plan.node.name}: ${errorMessage(first.error).replace(/^[^:]+: /, '')}`, {
         node: first.work.plan.node.name,
-        hint: `the batch (${label}) was returned to its previous version and is serving; fix the cause, then run the command again`,
+        hint: stranded.length
+          ? `${stranded.join(', ')} could not return to the previous version and are out of the balancer; see newapi-cluster status and logs`
+          : `the batch (${label}) was returned to its previous version and is serving; fix the cause, then run the command again`,
       });
     }
   }

@@ -54,15 +54,13 @@ export async function runUpgrade(ctx: CliContext, loaded: LoadedInventory, opts:
     dryRun: opts.dryRun,
     migrateImage: inv.rollout.migrateFirst ? image : undefined,
     templates,
-    makeWork: async (session, progress) => plan(session, progress, rendered, inv.nodes, image),
-    finalImage: image,
+    makeWork: async (session, progress) => ({ work: await plan(session, progress, rendered, inv.nodes, image), finalImage: image }),
   });
 }
 
 export async function runRollback(ctx: CliContext, loaded: LoadedInventory, opts: { dryRun: boolean }): Promise<void> {
   const inv = loaded.inventory;
   const templates = await loadTemplates(inv.templates, dirname(loaded.path));
-  let finalImage: string | undefined;
   await runRolling(ctx, loaded, {
     operation: 'rollback',
     dryRun: opts.dryRun,
@@ -73,12 +71,9 @@ export async function runRollback(ctx: CliContext, loaded: LoadedInventory, opts
       await progress.step('Read the previous deploy of each node', async () => {
         work = await mapLimit(inv.nodes, inv.rollout.maxParallel, (node) => previousWork(session, node));
       });
+      // The inventory can name one image only: it is updated when every node returns to the same one.
       const images = new Set(work.map((w) => w.plan.image));
-      if (images.size === 1) finalImage = [...images][0];
-      return work;
-    },
-    get finalImage() {
-      return finalImage;
+      return { work, finalImage: images.size === 1 ? [...images][0] : undefined };
     },
   });
 }
@@ -112,9 +107,8 @@ interface RollingSpec {
   /** Run this image once in master mode before any slave moves. */
   migrateImage: string | undefined;
   templates: Awaited<ReturnType<typeof loadTemplates>>;
-  makeWork: (session: Session, progress: Progress) => Promise<NodeWork[]>;
-  /** Written into the inventory's cluster.image on success. */
-  readonly finalImage: string | undefined;
+  /** The nodes' work, and the image written into the inventory's cluster.image on success. */
+  makeWork: (session: Session, progress: Progress) => Promise<{ work: NodeWork[]; finalImage: string | undefined }>;
 }
 
 async function runRolling(ctx: CliContext, loaded: LoadedInventory, spec: RollingSpec): Promise<void> {
@@ -130,7 +124,7 @@ async function runRolling(ctx: CliContext, loaded: LoadedInventory, spec: Rollin
       });
     }
     await preflight(session, progress, inv.nodes);
-    const work = await spec.makeWork(session, progress);
+    const { work, finalImage } = await spec.makeWork(session, progress);
     const moving = work.filter((w) => w.plan.restart);
     const slaves = moving.filter((w) => w.plan.node.role !== 'master');
     const master = moving.filter((w) => w.plan.node.role === 'master');
@@ -144,20 +138,20 @@ async function runRolling(ctx: CliContext, loaded: LoadedInventory, spec: Rollin
       return;
     }
     if (moving.length === 0) {
-      ctx.out.print(`${ctx.style.green('✔')} every node already runs ${spec.finalImage ?? 'the target'}; nothing to do`);
-      await updateInventory(ctx, loaded, spec.finalImage);
+      ctx.out.print(`${ctx.style.green('✔')} every node already runs ${finalImage ?? 'the target'}; nothing to do`);
+      await updateInventory(ctx, loaded, finalImage);
       return;
     }
     await ensureImages(session, progress, moving);
     lock!.verify();
     ctx.signal.throwIfAborted();
     const migrateImage = spec.migrateImage;
-    if (migrateImage && moving.length > 0) {
+    if (migrateImage) {
       await progress.step(`Run the ${parseImageRef(migrateImage).tag ?? migrateImage} migrations once on ${session.master.name}`, (report) => runMigrations(session, migrateImage, report));
     }
     const balancer = new Balancer(session, spec.templates);
     await rollNodes(session, balancer, batches, progress, state, { signal: ctx.signal, beforeBatch: () => lock!.verify() });
-    await updateInventory(ctx, loaded, spec.finalImage);
+    await updateInventory(ctx, loaded, finalImage);
     printSummary(ctx, state.outcomes, undefined, spec.operation.split(' ')[0] === 'rollback' ? 'rolled back' : 'upgraded');
   } catch (e) {
     if (state.outcomes.size > 0) reportWhereThingsStand(ctx, state, inv);
