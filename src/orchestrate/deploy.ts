@@ -13,13 +13,15 @@ import { fileDiff } from '../plan/diff.js';
 import { isNoop, planNode } from '../plan/plan.js';
 import type { CheckResult } from '../probes/checks.js';
 import { mapLimit } from '../remote/limit.js';
-import { renderCluster, type ClusterFiles } from '../render/render.js';
+import { containerName, renderCluster, type ClusterFiles } from '../render/render.js';
+import { getContainerState } from '../probes/container.js';
 import { loadTemplates, type TemplateSources } from '../render/templates.js';
 import { makeProgress, type Progress } from '../ui/progress.js';
 import { Balancer } from './balancer.js';
 import { runChecks } from './check.js';
 import { ensureImage } from './images.js';
 import { ClusterLock } from './lock.js';
+import { runMigrations } from './migrate.js';
 import { gatherFacts, recordState } from './node-files.js';
 import { batchesOf, rollNodes, startNodes, type NodeOutcome, type NodeWork, type RolloutState } from './rollout.js';
 import { Session } from './session.js';
@@ -154,8 +156,15 @@ async function apply(
   await ensureImages(session, progress, work);
   lock.verify();
 
-  // New API runs migrations only on the master, at start-up: slaves of a new cluster must not
-  // start before the master has migrated the schema (issue #4144).
+  // New API runs migrations only on the master, at start-up: a slave must never start on a
+  // version whose migrations have not run (issue #4144). A running master on another image
+  // means a new version is coming: run its migrations first, as upgrade does.
+  const masterWork = work.find((w) => w.plan.node.role === 'master');
+  const masterContainer = masterWork?.facts.container ?? (await getContainerState(session.on(session.master), containerName(inv)));
+  const image = inv.cluster.image;
+  if (masterContainer.running && masterContainer.image !== image && inv.rollout.migrateFirst && work.some((w) => w.plan.restart)) {
+    await progress.step(`Run the ${image} migrations once on ${session.master.name}`, (report) => runMigrations(session, image, report));
+  }
   const fresh = work.filter((w) => w.plan.restart && !w.plan.serving);
   const freshMaster = fresh.filter((w) => w.plan.node.role === 'master');
   const freshSlaves = fresh.filter((w) => w.plan.node.role !== 'master');

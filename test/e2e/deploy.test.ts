@@ -128,6 +128,17 @@ describe('deploy to the lab', () => {
     expect((await cli(['deploy', inventory])).code).toBe(0);
   });
 
+  it('a deploy that changes the image runs the new version\'s migrations before any slave moves (issue #4144)', async () => {
+    writeFileSync(inventory, readFileSync(inventory, 'utf8').replace('new-api:v0.9.20', 'new-api:v0.9.21'));
+    const r = await cli(['deploy', inventory]);
+    expect(r.code, r.stderr).toBe(0);
+    const migrate = r.stderr.indexOf('Run the 10.77.0.1:5000/calciumion/new-api:v0.9.21 migrations once on master');
+    expect(migrate).toBeGreaterThan(-1);
+    expect(migrate).toBeLessThan(r.stderr.indexOf('Drain slave-1'));
+    const hits = await hitBalancer(12);
+    expect(Object.keys(hits.versions)).toEqual(['v0.9.21']);
+  });
+
   it('deploy --only an unknown node is bad input (exit 2) and touches nothing', async () => {
     const before = await hostFingerprint('n1');
     const r = await cli(['deploy', inventory, '--only', 'slave-1,nope']);
