@@ -165,7 +165,7 @@ export async function rollNodes(
       throw new CliError(`${first.work.plan.node.name}: ${errorMessage(first.error).replace(/^[^:]+: /, '')}`, {
         node: first.work.plan.node.name,
         hint: stranded.length
-          ? `${stranded.join(', ')} could not return to the previous version and are out of the balancer; see newapi-cluster status and logs`
+          ? `${stranded.join(', ')} could not return to the previous version and ${stranded.length === 1 ? 'is' : 'are'} out of the balancer; see newapi-cluster status and logs`
           : `the batch (${label}) was returned to its previous version and is serving; fix the cause, then run the command again`,
       });
     }

@@ -3,11 +3,15 @@
  * streams): rolling upgrades, the migrate step, a never-healthy version, rollback, two operators
  * at once, and Ctrl-C. Every request is counted; the bar is zero failed requests.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { structuredPatch } from 'diff';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LoadGenerator, type LoadReport } from '../support/load.js';
-import { cli, LB, labInventory, resetLab, startCli } from '../support/lab.js';
+import { cli, hostExec, LB, labInventory, resetLab, startCli } from '../support/lab.js';
+
+const execFileP = promisify(execFile);
 
 interface Status {
   nodes: { name: string; version?: string; healthy: boolean; balancer: string; image?: string }[];
@@ -191,5 +195,36 @@ describe('rolling upgrade under load', () => {
     expect(s.lock).toBeNull();
     // slave-1 was finished; the others were not started.
     expect(s.nodes.map((n) => n.version)).toEqual(['v0.9.22', 'v0.9.21', 'v0.9.22']);
+  });
+
+  it('a host that drops mid-upgrade: its batch is reported and left out of the balancer, the rest keeps serving, exit 1, zero failed requests', async () => {
+    const quick = labInventory(() => readFileSync(inventory, 'utf8').replace('healthTimeoutSeconds: 60', 'healthTimeoutSeconds: 12'));
+    load = startLoad();
+    // After the Ctrl-C test slave-1 runs v0.9.21 and the others v0.9.22: slave-2 moves first, then the master.
+    const run = startCli(['upgrade', '--rolling', '--to', 'v0.9.21', quick]);
+    const deadline = Date.now() + 120_000;
+    while (!/Recreate slave-2 on/.test(run.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(run.output()).toMatch(/Recreate slave-2 on/);
+    // slave-2's network goes away, as when a server loses power.
+    await execFileP('ip', ['link', 'set', 'vl-n3', 'down']);
+    let r: Awaited<typeof run.result>;
+    try {
+      r = await run.result;
+    } finally {
+      await execFileP('ip', ['link', 'set', 'vl-n3', 'up']);
+    }
+    const report = await load.stop();
+    expect(r.code).toBe(1);
+    expectNoFailures(report);
+    expect(r.stderr).toMatch(/Where things stand:\n {2}master: not reached \(still on its previous version\)\n {2}slave-1: unchanged \(10\.77\.0\.1:5000\/calciumion\/new-api:v0\.9\.21\)\n {2}slave-2: failed \(unknown\) — OUT of the balancer/);
+    expect(r.stderr).toMatch(/hint: slave-2 could not return to the previous version and is out of the balancer/);
+    expect(await hostExec('lb', 'cat /etc/nginx/conf.d/new-api.conf')).not.toContain('10.77.0.13');
+    const s = await status(inventory);
+    expect(s.nodes.map((n) => [n.name, n.balancer])).toEqual([
+      ['master', 'in'],
+      ['slave-1', 'in'],
+      ['slave-2', 'absent'],
+    ]);
+    expect(s.lock).toBeNull();
   });
 });
