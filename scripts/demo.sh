@@ -15,4 +15,6 @@ node bin/newapi-cluster.js status examples/lab/inventory.yaml
 echo
 echo "The cluster answers through nginx at http://10.77.0.10/ — try:"
 echo "  curl -s http://10.77.0.10/api/status"
-echo "  set -a; . /var/lib/newapi-lab/lab.env; set +a; node bin/newapi-cluster.js upgrade --rolling --to v0.9.21 examples/lab/inventory.yaml"
+echo "  set -a; . /var/lib/newapi-lab/lab.env; set +a"
+echo "  cp examples/lab/inventory.yaml /tmp/lab.yaml   # upgrade writes the new version into the inventory"
+echo "  node bin/newapi-cluster.js upgrade --rolling --to v0.9.21 /tmp/lab.yaml"
