@@ -9,10 +9,9 @@ import type { Problem } from '../inventory/problems.js';
 import { Output } from '../ui/output.js';
 import { problemLines } from '../ui/problems.js';
 import { makeStyle } from '../ui/style.js';
+import { VERSION } from '../version.js';
 import { registerCommands } from './commands/index.js';
 import type { CliContext, GlobalOptions } from './context.js';
-
-const VERSION = '0.1.0';
 
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const controller = new AbortController();

@@ -3,6 +3,7 @@
  * .newapi-cluster/previous/ before they are replaced, so rollback has something to return to.
  */
 import type { InventoryNode } from '../inventory/schema.js';
+import { VERSION } from '../version.js';
 import type { NodeFacts, NodePlan } from '../plan/plan.js';
 import { parseState, sha256, statePaths, type NodeState } from '../plan/state.js';
 import { compose, files } from '../remote/commands.js';
@@ -11,7 +12,7 @@ import type { Session } from './session.js';
 import { getContainerState, getImageId } from '../probes/container.js';
 import { containerName } from '../render/render.js';
 
-export const TOOL_VERSION = 'newapi-cluster 0.1.0';
+export const TOOL_VERSION = `newapi-cluster ${VERSION}`;
 
 export async function gatherFacts(session: Session, files_: NodeFiles, image: string): Promise<NodeFacts> {
   const ex = session.on(files_.node);

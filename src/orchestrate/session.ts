@@ -6,7 +6,7 @@
 import { hostname, userInfo } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { CliContext } from '../cli/context.js';
-import { CliError, InputError } from '../errors.js';
+import { CliError } from '../errors.js';
 import type { LoadedInventory } from '../inventory/load.js';
 import type { Inventory, InventoryNode, SshOverrides } from '../inventory/schema.js';
 import { compose as composeCmd, type ComposeFlavor } from '../remote/commands.js';
@@ -60,12 +60,6 @@ export class Session {
 
   get project(): string {
     return this.inv.cluster.name;
-  }
-
-  node(name: string): InventoryNode {
-    const node = this.inv.nodes.find((n) => n.name === name);
-    if (!node) throw new InputError(`no node named "${name}" in the inventory`, `known nodes: ${this.inv.nodes.map((n) => n.name).join(', ')}`);
-    return node;
   }
 
   get master(): InventoryNode {

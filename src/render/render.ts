@@ -47,10 +47,6 @@ export function containerName(inv: Inventory): string {
   return `${inv.cluster.name}-new-api`;
 }
 
-export function nodeDir(inv: Inventory): string {
-  return inv.cluster.dir;
-}
-
 export function hostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
@@ -91,7 +87,7 @@ export function renderCluster(inv: Inventory, sources: TemplateSources, opts: Re
   const compose = compile(sources, 'compose');
   const env = compile(sources, 'env');
   const nginx = compile(sources, 'nginx');
-  const dir = nodeDir(inv);
+  const dir = inv.cluster.dir;
   const extraEnv = Object.keys(inv.cluster.env)
     .sort()
     .map((key) => ({ key, value: inv.cluster.env[key] }));
