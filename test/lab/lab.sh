@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# newapi-cluster end-to-end lab: a balancer and six servers on one machine.
+# newapi-cluster end-to-end lab: a balancer, a jump host and six servers on one machine.
 #
 #   lab.sh install          apt-get install the Debian packages the lab needs (only if missing)
 #   lab.sh up               tear down leftovers, then build the whole lab (idempotent)
@@ -7,10 +7,16 @@
 #   lab.sh status           print what is up (exit 0 when everything is up, 1 otherwise)
 #   lab.sh exec HOST -- CMD run CMD inside a lab host (network, mount and UTS namespace)
 #   lab.sh env              print the path of lab.env (and its keys)
+# Faults (fast, bounded, safe to repeat; they never wait on a running up/down):
+#   lab.sh link HOST|all down|up   take a host's veth (vl-HOST) down or bring it back up
+#   lab.sh redis-stop              kill the lab Redis (save '': every key is lost, as in a crash)
+#   lab.sh redis-start             start it again with the same config; returns when it answers PING
+#   lab.sh redis-restart [SECONDS] redis-stop, wait SECONDS (default 1), redis-start
 #
-# Hosts: lb 10.77.0.10 (nginx), n1..n6 10.77.0.11-16 (dockerd), each its own netns + mount ns
-# with its own sshd. Shared services on the bridge address 10.77.0.1: MariaDB :3306,
-# Redis :6379, registry :5000, plus the operator's dockerd on /var/run/docker.sock.
+# Hosts: lb 10.77.0.10 (nginx), n1..n6 10.77.0.11-16 (dockerd), bastion 10.77.0.9 (sshd only),
+# each its own netns + mount ns with its own sshd. n6 accepts SSH only from the bastion; n5 also
+# lets the sudo user newapi-deploy in. Shared services on the bridge address 10.77.0.1: MariaDB
+# :3306, Redis :6379, registry :5000, plus the operator's dockerd on /var/run/docker.sock.
 # Everything generated lives under /var/lib/newapi-lab. See README.md beside this file.
 set -euo pipefail
 
@@ -20,8 +26,14 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:
 
 BR=br-lab
 GW=10.77.0.1
-HOSTS=(lb n1 n2 n3 n4 n5 n6)
+HOSTS=(bastion lb n1 n2 n3 n4 n5 n6)
 NODES=(n1 n2 n3 n4 n5 n6)
+BASTION=bastion           # sshd only: the jump host
+BEHIND_BASTION=n6         # its sshd answers only the bastion (iptables in its netns)
+SUDO_USER_NAME=newapi-deploy   # a non-root SSH user with passwordless sudo ...
+SUDO_HOST=n5                   # ... allowed in by this host's sshd only
+SUDO_USER_TAG="newapi-cluster lab sudo user"   # its GECOS: down deletes only an account it made
+SUDOERS_FILE=/etc/sudoers.d/newapi-lab
 REGISTRY="$GW:5000"
 IMAGE_REPO="$REGISTRY/calciumion/new-api"
 IMAGE_TAGS=(v0.9.20 v0.9.21 v0.9.22 v0.9.23-unhealthy)
@@ -36,11 +48,12 @@ die() { say "ERROR: $*"; exit 1; }
 host_ip() {
   case "$1" in
     lb) echo 10.77.0.10 ;;
+    bastion) echo 10.77.0.9 ;;
     n[1-9]) echo "10.77.0.1${1#n}" ;;
     *) return 1 ;;
   esac
 }
-norm_host() { # lb | lab-lb | 10.77.0.10 | n1 | lab-n1 | 10.77.0.11 -> lb / n1
+norm_host() { # lb | lab-lb | 10.77.0.10 | n1 | lab-n1 | 10.77.0.11 | bastion -> lb / n1 / bastion
   local a="${1#lab-}" h
   for h in "${HOSTS[@]}"; do
     if [[ "$a" == "$h" || "$a" == "$(host_ip "$h")" ]]; then echo "$h"; return 0; fi
@@ -58,9 +71,15 @@ marked_pids() {
     [[ "$f" == "$$" || "$f" == "${BASHPID:-}" ]] || echo "$f"
   done
 }
-pid_alive() { [[ -n "${1:-}" && -d "/proc/$1" ]] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+# (no forks in these two: status and teardown call them for every pid, and forks are slow here)
+pid_alive() { # the process exists and is not a zombie
+  [[ -n "${1:-}" && -d "/proc/$1" ]] || return 1
+  local k v
+  { while read -r k v _; do [[ "$k" == State: ]] && { [[ "$v" != Z ]]; return; }; done <"/proc/$1/status"; } 2>/dev/null
+  return 0
+}
 pid_marked() { grep -qzxE "$MARK=($2)" "/proc/$1/environ" 2>/dev/null; }
-pidfile_pid() { [[ -s "$1" ]] && tr -dc 0-9 <"$1"; }
+pidfile_pid() { local v=""; [[ -s "$1" ]] || return 1; read -r v <"$1" || [[ -n "$v" ]]; echo "${v//[!0-9]/}"; }
 
 # the shared services' pids: by marker, by pid file, and by what listens on the bridge address
 # (redis-server rewrites its process title over its environment, so the marker alone misses it)
@@ -121,7 +140,7 @@ kill_wait() { # kill_wait SIGNAL SECONDS PID... : signal, then wait until gone
 # ---------------------------------------------------------------- install ------------
 REQUIRED_PKGS=(docker.io docker-compose docker-registry openssh-server openssh-client nginx
   mariadb-server mariadb-client redis-server redis-tools iproute2 iptables busybox-static
-  util-linux curl ca-certificates)
+  util-linux curl ca-certificates sudo)
 cmd_install() {
   local missing=() p installed
   installed="$(dpkg-query -W -f='${Package} ${Status}\n' "${REQUIRED_PKGS[@]}" 2>/dev/null || true)"
@@ -131,11 +150,60 @@ cmd_install() {
   if [[ ${#missing[@]} -gt 0 ]]; then
     say "installing: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # needrestart (if installed) must not restart services behind the lab's back
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   command -v node >/dev/null || die "node (>= 20) is required (it is not installed by this script)"
   command -v npm >/dev/null || die "npm is required"
   [[ -x /bin/busybox ]] && grep -qx wget <<<"$(/bin/busybox --list)" || die "/bin/busybox (busybox-static) missing"
+}
+
+# ---------------------------------------------------------------- the sudo user ------
+# /etc/passwd, /etc/sudoers.d and /home are the machine's, shared by every lab host; only n5's
+# sshd lets the user in (AllowUsers). The account is made by up and deleted by down, unless it
+# existed before the lab (its GECOS is not ours): then only our key line is added and removed.
+sudo_user_ours() { [[ "$(getent passwd "$SUDO_USER_NAME" | cut -d: -f5)" == "$SUDO_USER_TAG" ]]; }
+ensure_sudo_user() {
+  local u="$SUDO_USER_NAME" home grp ak key pw tmp
+  if ! getent passwd "$u" >/dev/null; then
+    # no skeleton files: like /root, the home holds nothing but .ssh (no .bashrc to slow SSH down)
+    useradd --comment "$SUDO_USER_TAG" --shell /bin/bash --home-dir "/home/$u" --no-create-home \
+      --user-group "$u" || die "useradd $u failed"
+  fi
+  # sshd without PAM refuses a "locked" account, and useradd's password "!" means locked;
+  # "*" matches no password either, but is not a lock
+  pw="$(getent shadow "$u" | cut -d: -f2)"
+  if [[ "$pw" == "!" || "$pw" == "!*" || "$pw" == "" ]]; then usermod -p '*' "$u"; fi
+  home="$(getent passwd "$u" | cut -d: -f6)"; grp="$(id -gn "$u")"
+  [[ -n "$home" && "$home" == /* ]] || die "user $u has no home directory"
+  install -d -m 0755 -o "$u" -g "$grp" "$home"
+  install -d -m 0700 -o "$u" -g "$grp" "$home/.ssh"
+  ak="$home/.ssh/authorized_keys"; key="$(cut -d' ' -f1,2 "$STATE/ssh/id_ed25519.pub")"
+  if sudo_user_ours; then
+    install -m 0600 -o "$u" -g "$grp" "$STATE/ssh/id_ed25519.pub" "$ak"
+  elif ! grep -qF "$key" "$ak" 2>/dev/null; then
+    cat "$STATE/ssh/id_ed25519.pub" >>"$ak"; chown "$u:$grp" "$ak"; chmod 0600 "$ak"
+  fi
+  tmp="$(mktemp /etc/sudoers.d/.newapi-lab.XXXXXX)"
+  printf '# newapi-cluster lab (lab.sh up); removed by lab.sh down\n%s ALL=(ALL) NOPASSWD:ALL\n' "$u" >"$tmp"
+  chmod 0440 "$tmp"
+  visudo -cqf "$tmp" >/dev/null || { rm -f "$tmp"; die "visudo rejects the lab's sudoers file"; }
+  mv -f "$tmp" "$SUDOERS_FILE"
+  visudo -cq >/dev/null || { rm -f "$SUDOERS_FILE"; die "visudo -c fails with $SUDOERS_FILE"; }
+}
+remove_sudo_user() {
+  local u="$SUDO_USER_NAME" home key
+  rm -f "$SUDOERS_FILE" /etc/sudoers.d/.newapi-lab.* 2>/dev/null || true
+  getent passwd "$u" >/dev/null || return 0
+  home="$(getent passwd "$u" | cut -d: -f6)"
+  if sudo_user_ours; then
+    userdel "$u" 2>/dev/null || userdel -f "$u" 2>/dev/null || say "could not delete user $u"
+    if [[ "$home" == /home/"$u" ]]; then rm -rf "$home"; fi
+  elif [[ -s "$STATE/ssh/id_ed25519.pub" && -f "$home/.ssh/authorized_keys" ]]; then
+    key="$(cut -d' ' -f1,2 "$STATE/ssh/id_ed25519.pub")"
+    grep -vF "$key" "$home/.ssh/authorized_keys" >"$home/.ssh/authorized_keys.lab" || true
+    cat "$home/.ssh/authorized_keys.lab" >"$home/.ssh/authorized_keys"; rm -f "$home/.ssh/authorized_keys.lab"
+  fi
 }
 
 # ---------------------------------------------------------------- teardown -----------
@@ -207,6 +275,9 @@ teardown() {
     [[ $live == 1 ]] || ip link del docker0 2>/dev/null || true
   fi
   rm -f "$STATE"/hosts/*/holder.pid "$STATE"/op/dockerd.pid "$STATE"/redis/redis.pid "$STATE"/registry/registry.pid 2>/dev/null || true
+
+  # 6. the sudo user and its sudoers file (no lab process is left that could be running as it)
+  remove_sudo_user
 }
 
 cmd_down() {
@@ -291,7 +362,7 @@ SQL
 }
 
 start_redis() {
-  local r="$STATE/redis" i
+  local r="$STATE/redis"
   install -d -m 0700 "$r"
   umask 077
   cat >"$r/redis.conf" <<EOF
@@ -308,11 +379,30 @@ daemonize no
 maxclients 10000
 EOF
   umask 022
+  launch_redis
+}
+
+# Redis helpers, shared by up and the fault sub-commands (which reuse redis.conf as it is)
+redis_ping() {
+  [[ "$(timeout 2 redis-cli -h "$GW" -p 6379 -a "${REDIS_PASSWORD:-}" --no-auth-warning ping 2>/dev/null)" == PONG ]]
+}
+redis_pids() { # the lab Redis: by pid file (checked to be redis-server) and by what listens on :6379
+  local p
+  {
+    p="$(pidfile_pid "$STATE/redis/redis.pid" 2>/dev/null || true)"
+    if [[ -n "$p" ]] && pid_alive "$p" && [[ "$(readlink "/proc/$p/exe" 2>/dev/null)" == */redis-server ]]; then echo "$p"; fi
+    ss -Hltnp "src $GW:6379" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2
+  } | sort -u | grep -vx "$$" || true
+}
+launch_redis() { # start redis-server on the existing redis.conf; return once it answers PING (10 s max)
+  local r="$STATE/redis" me t
+  rm -f "$r/redis.pid"
   env "$MARK=svc:redis" setsid redis-server "$r/redis.conf" </dev/null >/dev/null 2>&1 &
-  local me=$!
-  for ((i = 0; i < 100; i++)); do
+  me=$!
+  t=$((SECONDS + 10))
+  while ((SECONDS < t)); do
     pid_alive "$me" || break
-    [[ "$(redis-cli -h "$GW" -p 6379 -a "$REDIS_PASSWORD" --no-auth-warning ping 2>/dev/null)" == PONG ]] && return 0
+    redis_ping && return 0
     sleep 0.1
   done
   tail -20 "$r/redis.log" >&2
@@ -379,8 +469,9 @@ start_opdocker() {
 
 # ---------------------------------------------------------------- lab hosts ----------
 write_sshd_config() {
-  local h="$1" d ip
+  local h="$1" d ip users=root
   d="$(hdir "$h")"; ip="$(host_ip "$h")"
+  [[ "$h" == "$SUDO_HOST" ]] && users+=" $SUDO_USER_NAME"
   cat >"$d/sshd_config" <<EOF
 # sshd of lab host $h ($ip), generated by lab.sh
 Port 22
@@ -388,6 +479,7 @@ ListenAddress $ip
 HostKey $d/ssh/ssh_host_ed25519_key
 PidFile /run/sshd.pid
 PermitRootLogin prohibit-password
+AllowUsers $users
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -415,6 +507,10 @@ start_host() {
   install -d -m 0700 "$d/root" "$d/root/.ssh"
   install -m 0600 "$STATE/ssh/id_ed25519.pub" "$d/root/.ssh/authorized_keys"
   cp -a /etc/nginx "$d/etc-nginx"
+  # its own /etc/hosts that knows its own name, as on a Debian server: without it, sudo looks the
+  # name up in DNS, which is out of reach here (20 s of timeouts per sudo, measured)
+  { cat /etc/hosts; printf '127.0.1.1 lab-%s\n' "$h"; } >"$d/hosts"
+  chmod 0644 "$d/hosts"
   rm -f "$d/etc-nginx/sites-enabled/"* "$d/etc-nginx/conf.d/"*
   write_sshd_config "$h"
 
@@ -425,6 +521,12 @@ start_host() {
   ip -n "lab-$h" addr add "$ip/24" dev eth0
   ip -n "lab-$h" link set eth0 up
   ip -n "lab-$h" route add default via "$GW"
+  if [[ "$h" == "$BEHIND_BASTION" ]]; then
+    # SSH only through the jump host; a direct attempt gets a TCP reset at once. Other ports
+    # (3000 for the app, which the balancer must reach) stay open to everyone.
+    nsenter --net="/run/netns/lab-$h" -- iptables -w -I INPUT 1 -p tcp --dport 22 \
+      ! -s "$(host_ip "$BASTION")" -j REJECT --reject-with tcp-reset
+  fi
 
   # the holder: owns the host's mount + UTS namespaces (and sits in its netns) for the lab's life
   env "$MARK=host:$h" setsid nsenter --net="/run/netns/lab-$h" -- \
@@ -438,6 +540,7 @@ start_host() {
       mount --bind '$d/lib-nginx' /var/lib/nginx
       mount --bind '$d/etc-docker' /etc/docker
       mount --bind '$d/docker' /var/lib/docker
+      mount --bind '$d/hosts' /etc/hosts
       hostname 'lab-$h'
       echo \$\$ > '$d/holder.pid'
       exec sleep infinity" </dev/null >"$d/holder.log" 2>&1 &
@@ -453,6 +556,8 @@ start_host() {
   if [[ "$h" == lb ]]; then
     in_host "$hp" env "$MARK=host:$h" setsid /usr/sbin/nginx </dev/null >"$d/nginx.out" 2>&1 ||
       { cat "$d/nginx.out" >&2; die "host $h: nginx did not start"; }
+  elif [[ "$h" == "$BASTION" ]]; then
+    : # the jump host runs sshd and nothing else
   else
     n="${h#n}"
     in_host "$hp" env "$MARK=host:$h" setsid /usr/sbin/dockerd --host unix:///run/docker.sock \
@@ -596,6 +701,23 @@ write_outputs() {
     echo "$(host_ip "$h") $(cut -d' ' -f1,2 "$(hdir "$h")/ssh/ssh_host_ed25519_key.pub")" >>"$kh.new"
   done
   chmod 0644 "$kh.new"; mv "$kh.new" "$kh"
+  # ssh(1) passes only -F (not -i or -o) to the connection it makes to a -J jump host, so the
+  # lab's options live in a config file: ssh -F "$LAB_SSH_CONFIG" -J root@BASTION root@N6 CMD
+  cat >"$STATE/ssh/config.new" <<EOF
+# newapi-cluster lab, written by lab.sh up. Usage:
+#   ssh -F $STATE/ssh/config root@10.77.0.11 docker ps
+#   ssh -F $STATE/ssh/config -J root@$(host_ip "$BASTION") root@$(host_ip "$BEHIND_BASTION") docker ps
+Host 10.77.0.*
+  IdentityFile $STATE/ssh/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile $kh
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 5
+  LogLevel ERROR
+EOF
+  chmod 0644 "$STATE/ssh/config.new"; mv "$STATE/ssh/config.new" "$STATE/ssh/config"
 
   local nodes_csv="" sql_dsn sql_dsn_l1 redis_url
   for h in "${NODES[@]}"; do nodes_csv+="${nodes_csv:+,}$(host_ip "$h")"; done
@@ -614,6 +736,11 @@ write_outputs() {
     "LAB_SSH_USER=root"
     "LAB_SSH_KEY=$STATE/ssh/id_ed25519"
     "LAB_KNOWN_HOSTS=$kh"
+    "LAB_SSH_CONFIG=$STATE/ssh/config"
+    "LAB_SUDO_USER=$SUDO_USER_NAME"
+    "LAB_SUDO_HOST=$(host_ip "$SUDO_HOST")"
+    "LAB_BASTION_HOST=$(host_ip "$BASTION")"
+    "LAB_BEHIND_BASTION_HOST=$(host_ip "$BEHIND_BASTION")"
     "LAB_REGISTRY=$REGISTRY"
     "LAB_IMAGE_REPO=$IMAGE_REPO"
     "LAB_IMAGE_TAGS=$(IFS=,; echo "${IMAGE_TAGS[*]}")"
@@ -659,14 +786,26 @@ write_outputs() {
 }
 
 self_check() { # one SSH round trip per host, then clear the sshd logs (benchmarks count lines)
-  local h pids=() p fail=0 cmd
+  local h pids=() p fail=0 cmd jump bast b6 sudo_ip
+  bast="$(host_ip "$BASTION")"; b6="$(host_ip "$BEHIND_BASTION")"; sudo_ip="$(host_ip "$SUDO_HOST")"
+  labssh() { ssh -F "$STATE/ssh/config" "$@"; }
   for h in "${HOSTS[@]}"; do
-    if [[ "$h" == lb ]]; then cmd='nginx -t 2>&1 | grep -q "test is successful"'; else cmd='docker info --format "{{.Name}}" | grep -qx lab-'"$h"' && docker-compose version --short >/dev/null'; fi
-    ssh -i "$STATE/ssh/id_ed25519" -o UserKnownHostsFile="$STATE/ssh/known_hosts" \
-      -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR \
-      "root@$(host_ip "$h")" "$cmd" &
+    jump=()
+    if [[ "$h" == lb ]]; then cmd='nginx -t 2>&1 | grep -q "test is successful"'
+    elif [[ "$h" == "$BASTION" ]]; then cmd='test "$(hostname)" = lab-'"$h"
+    else cmd='docker info --format "{{.Name}}" | grep -qx lab-'"$h"' && docker-compose version --short >/dev/null'; fi
+    [[ "$h" == "$BEHIND_BASTION" ]] && jump=(-J "root@$bast")
+    labssh "${jump[@]}" "root@$(host_ip "$h")" "$cmd" &
     pids+=("$!:$h")
   done
+  # the sudo user: in on its host, with passwordless sudo; refused everywhere else
+  labssh "$SUDO_USER_NAME@$sudo_ip" 'sudo -n docker info --format "{{.Name}}" | grep -qx lab-'"$SUDO_HOST" &
+  pids+=("$!:$SUDO_USER_NAME@$SUDO_HOST (sudo)")
+  ( ! labssh "$SUDO_USER_NAME@$(host_ip n1)" true 2>/dev/null ) &
+  pids+=("$!:$SUDO_USER_NAME@n1 (must be refused)")
+  # the host behind the bastion: refused at once when reached directly
+  ( ! timeout 3 ssh -F "$STATE/ssh/config" -o ConnectTimeout=2 "root@$b6" true 2>/dev/null ) &
+  pids+=("$!:direct ssh to $BEHIND_BASTION (must be refused)")
   for p in "${pids[@]}"; do
     wait "${p%%:*}" || { say "self-check failed on ${p#*:}"; fail=1; }
   done
@@ -700,6 +839,7 @@ cmd_up() {
   say "tearing down leftovers"
   teardown
   ensure_once
+  ensure_sudo_user
   rm -rf "$STATE/logs"; install -d -m 0755 "$STATE/logs"
   install -d /var/lib/docker /etc/docker /var/log/nginx /var/lib/nginx
 
@@ -731,43 +871,70 @@ cmd_up() {
 }
 
 # ---------------------------------------------------------------- status -------------
+host_status() { # host_status HOST: prints its status line; fails when something is down
+  local h="$1" d hp p line ok=0
+  d="$(hdir "$h")"
+  hp="$(holder_pid "$h" 2>/dev/null || true)"
+  if [[ -z "$hp" ]]; then printf '%-11s %-12s %s\n' "lab-$h" "$(host_ip "$h")" DOWN; return 1; fi
+  line="holder $hp"
+  if link_is_up "$h"; then line+=", link up"; else line+=", link DOWN (vl-$h)"; ok=1; fi
+  p="$(pidfile_pid "$d/run/sshd.pid" 2>/dev/null || true)"
+  if pid_alive "$p"; then line+=", sshd $p"; else line+=", sshd DOWN"; ok=1; fi
+  if [[ "$h" == "$BEHIND_BASTION" ]]; then
+    if nsenter --net="/run/netns/lab-$h" -- iptables -w -C INPUT -p tcp --dport 22 ! -s "$(host_ip "$BASTION")" \
+      -j REJECT --reject-with tcp-reset 2>/dev/null; then line+=" (only via $BASTION)"; else line+=" (firewall rule MISSING)"; ok=1; fi
+  fi
+  if [[ "$h" == "$SUDO_HOST" ]]; then line+=" (+$SUDO_USER_NAME)"; fi
+  if [[ "$h" == lb ]]; then
+    p="$(pidfile_pid "$d/run/nginx.pid" 2>/dev/null || true)"
+    if pid_alive "$p"; then line+=", nginx $p"; else line+=", nginx DOWN"; ok=1; fi
+  elif [[ "$h" != "$BASTION" ]]; then
+    p="$(pidfile_pid "$d/run/docker.pid" 2>/dev/null || true)"
+    if pid_alive "$p"; then
+      line+=", dockerd $p, containers $(DOCKER_HOST="unix://$d/run/docker.sock" DOCKER_CONFIG="$STATE/op/docker-config" docker ps -q 2>/dev/null | wc -l)"
+    else line+=", dockerd DOWN"; ok=1; fi
+  fi
+  printf '%-11s %-12s %s\n' "lab-$h" "$(host_ip "$h")" "$line"
+  return $ok
+}
+
 cmd_status() {
-  local ok=1 h d hp p line
+  local ok=1 h p line tmp
   alive_word() { if pid_alive "${1:-}"; then echo "up, pid $1"; else echo DOWN; fi; }
-  printf '%-10s %-12s %s\n' COMPONENT ADDRESS STATE
+  # the hosts are checked in parallel (a second saved; resetLab runs this before every suite)
+  tmp="$(mktemp -d)"
+  for h in "${HOSTS[@]}"; do
+    ( r=0; host_status "$h" >"$tmp/$h" 2>/dev/null || r=1; echo "$r" >"$tmp/$h.rc" ) &
+  done
+  printf '%-11s %-12s %s\n' COMPONENT ADDRESS STATE
+  # shellcheck disable=SC1091
+  if [[ -r "$STATE/secrets.env" ]]; then . "$STATE/secrets.env"; fi
   if ip link show "$BR" >/dev/null 2>&1; then line=up; else line=DOWN; ok=0; fi
-  printf '%-10s %-12s %s\n' bridge "$GW/24" "$line ($BR)"
+  printf '%-11s %-12s %s\n' bridge "$GW/24" "$line ($BR)"
   p="$(pidfile_pid "$STATE/mysql/mysqld.pid" 2>/dev/null || true)"
   pid_alive "$p" || ok=0
-  printf '%-10s %-12s %s\n' mariadb "$GW:3306" "$(alive_word "$p")"
-  p="$(pidfile_pid "$STATE/redis/redis.pid" 2>/dev/null || true)"
-  pid_alive "$p" || ok=0
-  printf '%-10s %-12s %s\n' redis "$GW:6379" "$(alive_word "$p")"
+  printf '%-11s %-12s %s\n' mariadb "$GW:3306" "$(alive_word "$p")"
+  p="$(redis_pids | head -1)"
+  # (without the password, i.e. not root, a live process is all we can check)
+  if [[ -n "$p" ]] && { [[ -z "${REDIS_PASSWORD:-}" ]] || redis_ping; }; then line="up, pid $p"; elif [[ -n "$p" ]]; then line="pid $p, not answering PING"; ok=0; else line=DOWN; ok=0; fi
+  printf '%-11s %-12s %s\n' redis "$GW:6379" "$line"
   if curl -fsS -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null; then
     line="up, tags: $(curl -fsS "http://$REGISTRY/v2/calciumion/new-api/tags/list" 2>/dev/null | tr -d '\n' || true)"
   else line=DOWN; ok=0; fi
-  printf '%-10s %-12s %s\n' registry "$REGISTRY" "$line"
+  printf '%-11s %-12s %s\n' registry "$REGISTRY" "$line"
   p="$(pidfile_pid "$STATE/op/dockerd.pid" 2>/dev/null || true)"
   pid_alive "$p" || ok=0
-  printf '%-10s %-12s %s\n' opdocker "$OP_SOCK" "$(alive_word "$p")"
+  printf '%-11s %-12s %s\n' opdocker "$OP_SOCK" "$(alive_word "$p")"
+  wait
   for h in "${HOSTS[@]}"; do
-    d="$(hdir "$h")"
-    hp="$(holder_pid "$h" 2>/dev/null || true)"
-    if [[ -z "$hp" ]]; then printf '%-10s %-12s %s\n' "lab-$h" "$(host_ip "$h")" DOWN; ok=0; continue; fi
-    line="holder $hp"
-    p="$(pidfile_pid "$d/run/sshd.pid" 2>/dev/null || true)"
-    if pid_alive "$p"; then line+=", sshd $p"; else line+=", sshd DOWN"; ok=0; fi
-    if [[ "$h" == lb ]]; then
-      p="$(pidfile_pid "$d/run/nginx.pid" 2>/dev/null || true)"
-      if pid_alive "$p"; then line+=", nginx $p"; else line+=", nginx DOWN"; ok=0; fi
-    else
-      p="$(pidfile_pid "$d/run/docker.pid" 2>/dev/null || true)"
-      if pid_alive "$p"; then
-        line+=", dockerd $p, containers $(DOCKER_HOST="unix://$d/run/docker.sock" DOCKER_CONFIG="$STATE/op/docker-config" docker ps -q 2>/dev/null | wc -l)"
-      else line+=", dockerd DOWN"; ok=0; fi
-    fi
-    printf '%-10s %-12s %s\n' "lab-$h" "$(host_ip "$h")" "$line"
+    cat "$tmp/$h"
+    [[ "$(cat "$tmp/$h.rc" 2>/dev/null)" == 0 ]] || ok=0
   done
+  rm -rf "$tmp"
+  if getent passwd "$SUDO_USER_NAME" >/dev/null && [[ -f "$SUDOERS_FILE" ]]; then
+    line="up, $SUDO_USER_NAME@$(host_ip "$SUDO_HOST"), $SUDOERS_FILE"
+  else line="DOWN (user or $SUDOERS_FILE missing)"; ok=0; fi
+  printf '%-11s %-12s %s\n' sudo-user "$(host_ip "$SUDO_HOST")" "$line"
   [[ -s "$STATE/lab.env" ]] && echo "env: $STATE/lab.env"
   [[ $ok == 1 ]]
 }
@@ -784,7 +951,49 @@ cmd_exec() {
     nsenter -t "$hp" -n -m -u --wd=/ -- "$@"
 }
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# ---------------------------------------------------------------- faults -------------
+# Fast, bounded and safe to call twice; no lock, so they never wait on a running up or down.
+link_is_up() { ip -o link show "vl-$1" 2>/dev/null | grep -q '<[^>]*\bUP\b[^>]*>'; }
+cmd_link() {
+  [[ $EUID == 0 ]] || die "run as root"
+  [[ $# == 2 && ( "$2" == up || "$2" == down ) ]] || die "usage: lab.sh link HOST|all down|up"
+  local hs=() h
+  if [[ "$1" == all ]]; then hs=("${HOSTS[@]}")
+  else h="$(norm_host "$1")" || die "unknown host '$1' (one of: ${HOSTS[*]}, all)"; hs=("$h"); fi
+  for h in "${hs[@]}"; do
+    ip link show "vl-$h" >/dev/null 2>&1 || die "host $h has no link vl-$h (run lab.sh up)"
+    ip link set "vl-$h" "$2"
+  done
+}
+redis_env() {
+  [[ $EUID == 0 ]] || die "run as root"
+  [[ -s "$STATE/secrets.env" && -s "$STATE/redis/redis.conf" ]] || die "the lab's Redis was never set up (run lab.sh up)"
+  # shellcheck disable=SC1091
+  . "$STATE/secrets.env"
+}
+cmd_redis_stop() { # SIGKILL, as in a crash; with save '' every key is gone
+  local pids
+  redis_env
+  pids="$(redis_pids)"
+  # shellcheck disable=SC2086
+  [[ -z "$pids" ]] || kill_wait KILL 5 $pids || die "Redis (pid $pids) did not stop"
+  rm -f "$STATE/redis/redis.pid"
+}
+cmd_redis_start() {
+  redis_env
+  ip link show "$BR" >/dev/null 2>&1 || die "the lab is not up (no $BR): run lab.sh up"
+  redis_ping && return 0
+  launch_redis
+}
+cmd_redis_restart() {
+  local secs="${1:-1}"
+  [[ "$secs" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "usage: lab.sh redis-restart [SECONDS]"
+  cmd_redis_stop
+  sleep "$secs"
+  cmd_redis_start
+}
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 # up and down never run at once: re-run under flock(1), which holds the lock itself (-o keeps the
 # lock's descriptor away from this script, so the daemons it starts do not inherit the lock)
@@ -800,6 +1009,10 @@ case "${1:-}" in
   status) cmd_status ;;
   exec) shift; cmd_exec "$@" ;;
   install) cmd_install ;;
+  link) shift; cmd_link "$@" ;;
+  redis-stop) cmd_redis_stop ;;
+  redis-start) cmd_redis_start ;;
+  redis-restart) shift; cmd_redis_restart "$@" ;;
   env) echo "$STATE/lab.env"; [[ -s "$STATE/lab.env" ]] && grep -o '^[A-Z_0-9]*' "$STATE/lab.env" | sed 's/^/  /' ;;
   -h | --help | help) usage ;;
   *) usage >&2; exit 2 ;;
