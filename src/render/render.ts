@@ -51,14 +51,78 @@ export function hostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-/** The form both compose v1 (python-dotenv) and v2 (compose-go) read literally. */
-export function envValue(value: unknown): string {
+/**
+ * The form of a `.env` value that compose v1 (docker-compose 1.29 with python-dotenv 0.21) and
+ * compose v2 (compose-go's dotenv parser) both read back as exactly `value`; the rules of each
+ * parser are spelled out in test/support/env-parsers.ts, and test/unit/render/env-format.test.ts
+ * checks this against them and against the real docker-compose 1.29.
+ *
+ * - bare, when nothing in it is syntax to either parser (and `docker run --env-file` then reads
+ *   it the same too);
+ * - else `'…'`: neither unescapes anything in it, and compose v2 expands no `$` there. But python-
+ *   dotenv reads `\\` as `\` and `\'` as `'` (compose-go keeps both backslashes), and both take
+ *   a quote after a backslash as escaped;
+ * - else `"…"` with `\` and `"` escaped, which both unescape alike. But compose v2 expands `$`
+ *   before a letter, `_`, `$` or `{` there, where python-dotenv keeps it, and python-dotenv's
+ *   regex runs on past a closing quote that follows a backslash;
+ * - else bare after all: a value ending in a backslash can be written only bare.
+ *
+ * A value none of these carries is refused, through `refuse(reason, hint)`: by default an
+ * InputError (templates fed by other code paths); checkEnvValue passes its own to report the
+ * reason as a validation problem. Refused whatever the form: line breaks (a second variable),
+ * NUL (no environment can hold it), lone UTF-16 surrogates (not writable as UTF-8), and `${…}`,
+ * which python-dotenv replaces with a variable's value inside any quotes, with no escape.
+ */
+export function envValue(
+  value: unknown,
+  refuse: (reason: string, hint: string) => string = (reason, hint) => {
+    throw new InputError(`an environment value ${reason}`, hint);
+  },
+): string {
   const text = String(value);
-  if (/[\n\r\0']/.test(text)) {
-    // Validation rejects these first; this guards templates fed by other code paths.
-    throw new InputError('an environment value contains a line break or a single quote', 'remove it from the inventory');
+  if (/[\n\r]/.test(text)) return refuse('contains a line break', 'environment values must fit on one line');
+  if (text.includes('\0')) return refuse('contains a NUL character, which no environment variable can hold', 'remove it');
+  if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(text)) return refuse('holds a lone UTF-16 surrogate, which cannot be written as UTF-8', 'fix the value');
+  // python-dotenv 0.21 dotenv/variables.py: `${NAME}` or `${NAME:-default}`, in every form.
+  if (/\$\{[^}:]*(?::-[^}]*)?\}/.test(text)) {
+    return refuse('contains ${…}, which compose v1 replaces with a variable even inside quotes (a .env file has no escape for it)', 'choose a value without ${…}');
   }
-  return /^[A-Za-z0-9_./:@%+=,()?&-]*$/.test(text) ? text : `'${text}'`;
+  if (/^[A-Za-z0-9_./:@%+=,()?&-]*$/.test(text)) return text;
+
+  // What compose v2 expands outside single quotes: $$, $name, ${ (its name class is [_a-z] under
+  // Go's (?i), which folds in ſ and the Kelvin sign).
+  const expands = /\$[A-Za-z_{$\u017f\u212a]/.test(text);
+  const endsInBackslash = text.endsWith('\\');
+  if (!text.includes("'") && !text.includes('\\\\') && !endsInBackslash) return `'${text}'`;
+  if (!expands && !endsInBackslash) return `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+
+  // Bare after all (only a value ending in a backslash, so not in a blank, gets here bare): a
+  // blank first is skipped (Python's str.isspace and Go's unicode.IsSpace: the union), a blank
+  // before # starts a comment, a quote first opens a quoted value, and compose v2 expands $.
+  const space = '\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+  const bareProblem = new RegExp(`^[${space}]`).test(text)
+    ? 'starts with a blank'
+    : /^['"]/.test(text)
+      ? 'starts with a quote'
+      : new RegExp(`[${space}]#`).test(text)
+        ? 'has # after a blank'
+        : expands
+          ? 'has $ before a letter, _, $ or {, which compose v2 expands'
+          : undefined;
+  if (bareProblem === undefined) return text;
+  if (endsInBackslash) {
+    return refuse(
+      `ends with a backslash (\\), which compose v1 or v2 misreads before a closing quote, and ${bareProblem}, so it needs quotes`,
+      'choose a value that does not end with a backslash',
+    );
+  }
+  const other = text.includes("'") ? "a single quote (')" : 'two backslashes in a row (\\\\)';
+  return refuse(
+    `contains both ${other} and $ before a letter, _, $ or {: compose v2 expands such a $ unless the value is in single quotes, and ${
+      text.includes("'") ? "single quotes cannot carry a single quote (older compose v2 keeps the backslash of \\')" : 'inside single quotes compose v1 reads \\\\ as one backslash'
+    }`,
+    'choose a value without one of the two',
+  );
 }
 
 function compile(sources: TemplateSources, name: TemplateName): Handlebars.TemplateDelegate {

@@ -16,13 +16,13 @@ const HOSTILE_VALUES = [
   '$(rm -rf /)',
   '`reboot`',
   '$HOME',
-  '${HOME}',
   '$$',
   'two  spaces and a tab\there',
   'a #not a comment',
   '#starts-with-hash',
   ' leading and trailing ',
   'double "quotes" inside',
+  "it's a single quote",
   '"fully double-quoted"',
   '`backticks`',
   'back\\slash\\n not a newline',
@@ -54,8 +54,16 @@ describe('envValue', () => {
     expect(parseEnv(line)).toEqual({ KEY: value });
   });
 
-  it.each(['$(id)', '`id`', '$HOME', 'a b', 'x #y', '#x', '"q"', '\\'])('single-quotes %j', (value) => {
+  it.each(['$(id)', '`id`', '$HOME', 'a b', 'x #y', '#x', '"q"', 'a\\b'])('single-quotes %j', (value) => {
     expect(envValue(value)).toBe(`'${value}'`);
+  });
+
+  it.each([
+    ["it's", `"it's"`],
+    ['a\\\\b "q"', '"a\\\\\\\\b \\"q\\""'],
+    ['\\', '\\'],
+  ])('writes %j as %s (single quotes cannot hold it; see env-format.test.ts)', (value, form) => {
+    expect(envValue(value)).toBe(form);
   });
 
   it.each(['plain', 'newapi:pw@tcp(10.0.0.5:3306)/new-api?charset=utf8mb4&parseTime=true', 'redis://default:pw@10.0.0.6:6379/0', '300', ''])(
@@ -65,7 +73,7 @@ describe('envValue', () => {
     },
   );
 
-  it.each(['a\nb', 'a\rb', 'a\0b', "it's"])('refuses %j (validation rejects it first)', (value) => {
+  it.each(['a\nb', 'a\rb', 'a\0b', '${HOME}', "it's $HOME"])('refuses %j (validation rejects it first)', (value) => {
     expect(() => envValue(value)).toThrow(InputError);
   });
 });
@@ -92,19 +100,23 @@ describe('a rendered .env reads back exactly as the inventory says', () => {
 describe('${…} inside hostile values', () => {
   it('resolves ${HOME} from the lookup, never from the shell, and $${ stays literal', () => {
     const inv = baseInventory();
-    inv.cluster.env = { A: '${HOME}', B: '$${HOME}', C: '$HOME' };
+    inv.cluster.env = { A: '${HOME}', B: '$${HOME', C: '$HOME' };
     const { inventory } = parse(inv, { ...FAKE_VARS, HOME: '/home/from-lookup' });
-    expect(inventory.cluster.env).toEqual({ A: '/home/from-lookup', B: '${HOME}', C: '$HOME' });
+    expect(inventory.cluster.env).toEqual({ A: '/home/from-lookup', B: '${HOME', C: '$HOME' });
   });
 });
 
 describe('values that cannot be carried are rejected at validation', () => {
+  const QUOTE_AND_DOLLAR =
+    "contains both a single quote (') and $ before a letter, _, $ or {: compose v2 expands such a $ unless the value is in single quotes, and single quotes cannot carry a single quote (older compose v2 keeps the backslash of \\')";
+  const V1_VARIABLE = 'contains ${…}, which compose v1 replaces with a variable even inside quotes (a .env file has no escape for it)';
   it.each([
     ['a newline in cluster.env', (i: RawInventory) => (i.cluster.env = { X: 'a\nNODE_TYPE=master' }), 'cluster/env/X: contains a line break'],
     ['a carriage return in cluster.env', (i: RawInventory) => (i.cluster.env = { X: 'a\rb' }), 'cluster/env/X: contains a line break'],
-    ['a single quote in cluster.env', (i: RawInventory) => (i.cluster.env = { X: "it's" }), "cluster/env/X: contains a single quote ('), which the node's .env file cannot carry"],
+    ['a single quote and a $NAME in cluster.env', (i: RawInventory) => (i.cluster.env = { X: "it's $HOME" }), `cluster/env/X: ${QUOTE_AND_DOLLAR}`],
+    ['${…} in cluster.env (written $${)', (i: RawInventory) => (i.cluster.env = { X: '$${HOME}' }), `cluster/env/X: ${V1_VARIABLE}`],
     ['a newline in the DSN', (i: RawInventory) => (i.database.dsn = 'newapi@tcp(h:3306)/db\nNODE_TYPE=master'), 'database/dsn: contains a line break'],
-    ['a single quote in the DSN', (i: RawInventory) => (i.database.dsn = "newapi:it's@tcp(h:3306)/db"), "database/dsn: contains a single quote ('), which the node's .env file cannot carry"],
+    ['a single quote and a $NAME in the DSN', (i: RawInventory) => (i.database.dsn = "newapi:it's$x@tcp(h:3306)/db"), `database/dsn: ${QUOTE_AND_DOLLAR}`],
     ['a key that is not a name', (i: RawInventory) => (i.cluster.env = { 'X=1\nNODE_TYPE': 'slave' }), 'cluster/env/X=1\nNODE_TYPE: is not a valid environment variable name'],
   ])('%s', (_name, mutate, line) => {
     const inv = baseInventory();
@@ -116,11 +128,9 @@ describe('values that cannot be carried are rejected at validation', () => {
     ['SESSION_SECRET', 'secrets/sessionSecret'],
     ['CRYPTO_SECRET', 'secrets/cryptoSecret'],
     ['REDIS_CONN_STRING', 'redis/url'],
-  ])('a newline or a quote in %s (from the secrets file)', (variable, path) => {
+  ])('a newline, or a quote with a $NAME, in %s (from the secrets file)', (variable, path) => {
     expect(rejected(baseInventory(), { ...FAKE_VARS, [variable]: `${FAKE_VARS[variable]}\nNODE_TYPE=master` })).toContain(`${path}: contains a line break`);
-    expect(rejected(baseInventory(), { ...FAKE_VARS, [variable]: `${FAKE_VARS[variable]}'` })).toContain(
-      `${path}: contains a single quote ('), which the node's .env file cannot carry`,
-    );
+    expect(rejected(baseInventory(), { ...FAKE_VARS, [variable]: `${FAKE_VARS[variable]}'$x` })).toContain(`${path}: ${QUOTE_AND_DOLLAR}`);
   });
 });
 
