@@ -8,7 +8,10 @@ export const ExitCode = {
   failed: 1,
   badInput: 2,
   locked: 3,
+  /** SIGINT; SIGTERM and SIGHUP end a run the same way, with 143 and 129. */
   interrupted: 130,
+  terminated: 143,
+  hangup: 129,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -43,10 +46,33 @@ export class LockedError extends CliError {
   }
 }
 
+/** The lock was lost mid-run (expired, broken, or could not be confirmed): stop before the next change. */
+export class LockLostError extends CliError {
+  constructor(message: string, hint?: string) {
+    super(message, { exitCode: ExitCode.locked, ...(hint === undefined ? {} : { hint }) });
+    this.name = 'LockLostError';
+  }
+}
+
+export type StopSignalName = 'SIGINT' | 'SIGTERM' | 'SIGHUP';
+
+export const SIGNAL_EXIT: Record<StopSignalName, ExitCode> = { SIGINT: ExitCode.interrupted, SIGTERM: ExitCode.terminated, SIGHUP: ExitCode.hangup };
+
 export class InterruptedError extends CliError {
-  constructor(message = 'interrupted') {
-    super(message, { exitCode: ExitCode.interrupted });
+  constructor(message = 'interrupted', signal: StopSignalName = 'SIGINT') {
+    super(message, { exitCode: SIGNAL_EXIT[signal] });
     this.name = 'InterruptedError';
+  }
+}
+
+/**
+ * The host did not answer (connection refused, timed out, dropped): as opposed to a command that
+ * ran and failed. A gate that sees only these gives up on the host as lost.
+ */
+export class HostUnreachableError extends CliError {
+  constructor(message: string, opts: { node?: string; hint?: string; cause?: unknown } = {}) {
+    super(message, opts);
+    this.name = 'HostUnreachableError';
   }
 }
 

@@ -1,5 +1,4 @@
-import type { ChalkInstance } from 'chalk';
-import type { Output } from '../ui/output.js';
+import type { RunEnv } from '../orchestrate/run-env.js';
 
 export interface GlobalOptions {
   inventory?: string;
@@ -10,17 +9,14 @@ export interface GlobalOptions {
   acceptNewHostKeys: boolean;
 }
 
-/** What every command gets from the top level; commands never read process.* themselves. */
-export interface CliContext {
-  out: Output;
-  style: ChalkInstance;
+/**
+ * What every command gets from the top level; commands never read process.* themselves. It is a
+ * RunEnv, so it is what orchestration gets too — orchestration knows only the RunEnv part.
+ */
+export interface CliContext extends RunEnv {
   globals: GlobalOptions;
   env: NodeJS.ProcessEnv;
   cwd: string;
-  /** stdin and stderr are terminals: prompts and the live task list are allowed. */
-  interactive: boolean;
-  /** Aborted on the first Ctrl-C; long operations finish or undo the step in hand, then stop. */
-  signal: AbortSignal;
   /** Set by a command that finished but reports failure (a check failed): 1, not an exception. */
   exitCode?: number;
 }

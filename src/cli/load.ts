@@ -10,8 +10,15 @@ export async function loadForCommand(
   file: string,
   opts: { showWarnings?: boolean } = {},
 ): Promise<LoadedInventory> {
-  const { loadInventory } = await import('../inventory/load.js');
-  const loaded = await loadInventory(file, { env: ctx.env });
+  const { loadInventory, InventoryError } = await import('../inventory/load.js');
+  let loaded: LoadedInventory;
+  try {
+    loaded = await loadInventory(file, { env: ctx.env });
+  } catch (e) {
+    // Redaction comes first: the problems may be about a value that came from a secret.
+    if (e instanceof InventoryError) ctx.out.addSecrets(e.secretValues);
+    throw e;
+  }
   ctx.out.addSecrets(loaded.secretValues);
   if ((opts.showWarnings ?? true) && loaded.warnings.length > 0 && !ctx.out.json) {
     const { problemLines } = await import('../ui/problems.js');

@@ -3,25 +3,51 @@
  * that turns errors into messages and exit codes. Heavy libraries are imported inside each
  * command's action, so `--help` and `validate` start fast.
  */
+import { setMaxListeners } from 'node:events';
 import { Command, CommanderError, Option } from 'commander';
-import { CliError, ExitCode, InterruptedError } from '../errors.js';
+import { CliError, ExitCode, InterruptedError, SIGNAL_EXIT, type StopSignalName } from '../errors.js';
 import type { Problem } from '../inventory/problems.js';
 import { Output } from '../ui/output.js';
 import { problemLines } from '../ui/problems.js';
 import { makeStyle } from '../ui/style.js';
 import { VERSION } from '../version.js';
 import { registerCommands } from './commands/index.js';
+import type { RunEnv } from '../orchestrate/run-env.js';
 import type { CliContext, GlobalOptions } from './context.js';
 
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const controller = new AbortController();
+const STOP_SIGNALS: StopSignalName[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+export interface MainOptions {
+  /** Replaces SSH, the lock store or the clock (unit tests). */
+  deps?: RunEnv['deps'];
+}
+
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, mainOpts: MainOptions = {}): Promise<number> {
+  const stop = new AbortController();
+  setMaxListeners(0, stop.signal);
+  let received: StopSignalName | undefined;
+  const hardQuit = new Set<() => Promise<void>>();
   let ctx: CliContext | undefined;
-  const onSigint = () => {
-    if (controller.signal.aborted) process.exit(ExitCode.interrupted);
-    controller.abort(new InterruptedError());
-    ctx?.out.note('Interrupted: finishing the step in hand, then stopping (Ctrl-C again to quit at once).');
+  // SIGINT (Ctrl-C), SIGTERM (a supervisor) and SIGHUP (the operator's SSH session dropped) all
+  // end a run the same way: the step in hand is finished or undone, then the run stops. A second
+  // one quits at once, giving the lock one second to be released.
+  const onSignal = (signal: StopSignalName) => {
+    if (stop.signal.aborted) {
+      ctx?.out.note(`${signal} again: quitting now (the lock gets one second to be released).`);
+      const cleanups = Promise.all([...hardQuit].map((fn) => fn().catch(() => undefined)));
+      void Promise.race([cleanups, new Promise((r) => setTimeout(r, 1_500))]).then(() => process.exit(SIGNAL_EXIT[received ?? signal]));
+      return;
+    }
+    received = signal;
+    stop.abort(new InterruptedError(`interrupted (${signal})`, signal));
+    ctx?.out.note(`Interrupted (${signal}): finishing or undoing the step in hand, then stopping (${signal === 'SIGINT' ? 'Ctrl-C' : 'the signal'} again to quit at once).`);
   };
-  process.on('SIGINT', onSigint);
+  const handlers = STOP_SIGNALS.map((signal) => [signal, () => onSignal(signal)] as const);
+  for (const [signal, handler] of handlers) process.on(signal, handler);
+  // With SIGHUP the terminal may be gone: a failed write must not end the run before it stops cleanly.
+  const ignore = () => undefined;
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
 
   const program = new Command('newapi-cluster')
     .description('Provision and operate multi-node New API clusters from one inventory file.')
@@ -52,7 +78,21 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       env,
       cwd: process.cwd(),
       interactive,
-      signal: controller.signal,
+      json: g.json,
+      verbose: g.verbose,
+      yes: g.yes,
+      acceptNewHostKeys: g.acceptNewHostKeys,
+      signals: {
+        stop: stop.signal,
+        get received() {
+          return received;
+        },
+        onHardQuit: (fn) => {
+          hardQuit.add(fn);
+          return () => hardQuit.delete(fn);
+        },
+      },
+      ...(mainOpts.deps ? { deps: mainOpts.deps } : {}),
     };
     return ctx;
   };
@@ -61,12 +101,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   try {
     await program.parseAsync(argv);
-    if (controller.signal.aborted) return ExitCode.interrupted;
+    if (received) return SIGNAL_EXIT[received];
     return ctx?.exitCode ?? ExitCode.ok;
   } catch (err) {
     return reportError(err, getContext());
   } finally {
-    process.off('SIGINT', onSigint);
+    for (const [signal, handler] of handlers) process.off(signal, handler);
+    process.stdout.off('error', ignore);
+    process.stderr.off('error', ignore);
   }
 }
 
@@ -91,6 +133,7 @@ export function reportError(err: unknown, ctx: CliContext): number {
     }
     return err.exitCode;
   }
+  if (err instanceof Error && err.name === 'ExitPromptError') return ExitCode.interrupted;
   out.note(`${style.red('✖')} internal error: ${err instanceof Error ? err.message : String(err)}`);
   if (ctx.globals.verbose && err instanceof Error && err.stack) out.note(style.dim(err.stack));
   else out.note(style.dim('  hint: run again with --verbose for the stack trace, and report it as a bug'));

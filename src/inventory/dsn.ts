@@ -22,6 +22,7 @@ export interface RedisUrl {
   db: number;
 }
 
+/** Its message never quotes the DSN: a malformed one can hold a password in any part. */
 export class DsnError extends Error {}
 
 /**
@@ -88,7 +89,7 @@ export function parseRedisUrl(value: string): RedisUrl {
   if (!url.hostname) throw new DsnError('the Redis URL has no host');
   const dbPart = url.pathname.replace(/^\//, '');
   const db = dbPart === '' ? 0 : Number(dbPart);
-  if (!Number.isInteger(db) || db < 0) throw new DsnError(`the Redis database "${dbPart}" is not a number`);
+  if (!Number.isInteger(db) || db < 0) throw new DsnError('the Redis database (after host:port/) is not a number');
   return {
     tls: url.protocol === 'rediss:',
     username: url.username ? decodeURIComponent(url.username) : undefined,
@@ -109,7 +110,7 @@ function splitHostPort(address: string, defaultPort: number): { host: string; po
   }
   const port = Number(address.slice(i + 1));
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new DsnError(`the port "${address.slice(i + 1)}" is not a valid port`);
+    throw new DsnError('the port inside tcp(…) is not a port number from 1 to 65535');
   }
   return { host: address.slice(0, i), port };
 }

@@ -3,6 +3,7 @@
  * so they run even when the schema found problems elsewhere: the operator sees every problem
  * of the file at once.
  */
+import { envValue } from '../render/render.js';
 import { DsnError, parseDatabaseDsn, parseRedisUrl } from './dsn.js';
 import { isVersionTag, parseImageRef } from './image.js';
 import { error, warning, type Problem } from './problems.js';
@@ -90,8 +91,46 @@ export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>):
     out.push(error('rollout/drainSeconds', `${drain} is below cluster.batchUpdate.interval (${interval})`, 'a node keeps unsaved quota in memory for one batch interval: drain at least that long'));
   }
 
+  // A gate that must hold longer than it may wait can never pass.
+  const minReady = num(rollout.minReadySeconds, 5);
+  const healthTimeout = num(rollout.healthTimeoutSeconds, 120);
+  if (minReady >= healthTimeout) {
+    out.push(error('rollout/minReadySeconds', `${minReady} is not below rollout.healthTimeoutSeconds (${healthTimeout}), so no health gate could ever pass`, `lower minReadySeconds or raise healthTimeoutSeconds (e.g. 5 and 120)`));
+  }
+
+  const dir = str(cluster.dir);
+  if (dir !== undefined && isSystemFolder(dir)) {
+    out.push(error('cluster/dir', `${dir} is a system folder: the tool writes there, and remove-node --purge would delete it`, 'use a folder of its own, e.g. /opt/new-api'));
+  }
+
+  // The bundled compose file puts each node on a bridge network: inside the container, 127.0.0.1
+  // is the container itself, not the host (check's tunnels would pass, the server would not).
+  const bundledTemplates = root.templates === undefined || root.templates === null;
+  const loopback = (host: string | undefined, path: string, what: string) => {
+    if (host === undefined || !isLoopback(host)) return;
+    const message = `${what} is on ${host}, which inside a node's container is the container itself`;
+    const hint = 'write the address the nodes reach it at (e.g. the host\'s LAN address); with your own compose template on network_mode: host, loopback works';
+    out.push(bundledTemplates ? error(path, message, hint) : warning(path, message, hint));
+  };
+
   const dsn = str(database.dsn);
   if (dsn) checkDsn(out, 'database/dsn', dsn, fromVariables);
+  for (const [path, value, what] of [['database/dsn', dsn, 'the database'], ['database/logDsn', str(database.logDsn), 'the log database']] as const) {
+    if (!value) continue;
+    try {
+      loopback(parseDatabaseDsn(value).host, path, what);
+    } catch {
+      // reported by checkDsn
+    }
+  }
+  const redisText = str(redis.url);
+  if (redisText) {
+    try {
+      loopback(parseRedisUrl(redisText).host, 'redis/url', 'Redis');
+    } catch {
+      // reported below
+    }
+  }
   const logDsn = str(database.logDsn);
   if (logDsn) checkDsn(out, 'database/logDsn', logDsn, fromVariables);
 
@@ -180,17 +219,35 @@ function checkDsn(out: Problem[], path: string, dsn: string, fromVariables: Read
 
 /**
  * Values end up as lines of the node's .env file, read by both compose v1 (python-dotenv) and
- * v2 (compose-go). A line break would smuggle in a second variable, and a single quote cannot
- * be written inside the single-quoted form both read literally.
+ * v2 (compose-go). envValue() picks the form both read back exactly, and names the reason when
+ * there is none: a line break would smuggle in a second variable, compose v1 expands ${…} inside
+ * any quotes, and a few mixes (a quote or \\ with $NAME, a final backslash with what needs
+ * quotes) have no form both read alike. The reason never quotes the value, which may be a secret.
  */
 export function checkEnvValue(out: Problem[], path: string, value: string): void {
-  if (/[\n\r\0]/.test(value)) {
-    out.push(error(path, 'contains a line break', 'environment values must fit on one line'));
-  } else if (value.includes("'")) {
-    out.push(error(path, "contains a single quote ('), which the node's .env file cannot carry", 'choose a value without single quotes'));
-  }
+  envValue(value, (reason, hint) => {
+    out.push(error(path, reason, hint));
+    return '';
+  });
 }
 
 function clearText(path: string, variable: string) {
   return warning(path, 'holds a secret written in clear in the inventory', `move it to .newapi-cluster.env as ${variable}=… and write \${${variable}} here`);
+}
+
+/** Folders the system owns: a node's working folder there would be written into, and purged. */
+const SYSTEM_FOLDERS = ['/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/media', '/mnt', '/opt', '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/var', '/snap'];
+const SYSTEM_TREES = ['/bin', '/boot', '/dev', '/etc', '/lib', '/lib32', '/lib64', '/libx32', '/proc', '/run', '/sbin', '/sys', '/usr/bin', '/usr/sbin', '/usr/lib', '/usr/include', '/usr/share', '/var/lib/docker', '/var/lib/containerd', '/var/lib/mysql', '/var/lib/dpkg', '/var/lib/apt', '/var/log', '/var/cache', '/var/spool', '/var/run'];
+
+export function isSystemFolder(dir: string): boolean {
+  const d = dir.replace(/\/+$/, '') || '/';
+  if (d === '/' || SYSTEM_FOLDERS.includes(d) || ['/usr/local', '/var/lib', '/var/log', '/var/cache', '/var/tmp', '/var/opt'].includes(d)) return true;
+  // /home/alice is someone's home; /home/alice/new-api is fine.
+  if (/^\/home\/[^/]+$/.test(d)) return true;
+  return SYSTEM_TREES.some((t) => d === t || d.startsWith(`${t}/`));
+}
+
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h.endsWith('.localhost') || /^127\./.test(h) || h === '::1' || h === '0:0:0:0:0:0:0:1' || h === '0.0.0.0';
 }

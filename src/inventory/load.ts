@@ -33,7 +33,9 @@ export interface LoadedInventory {
 export class InventoryError extends InputError {
   readonly problems: Problem[];
   readonly file: string;
-  constructor(file: string, problems: Problem[]) {
+  /** Values to redact before the problems are shown (a malformed DSN is still a secret). */
+  readonly secretValues: string[];
+  constructor(file: string, problems: Problem[], secretValues: string[] = []) {
     const errors = problems.filter((p) => p.severity === 'error');
     super(
       `${file}: ${errors.length} problem${errors.length === 1 ? '' : 's'}`,
@@ -42,6 +44,7 @@ export class InventoryError extends InputError {
     this.name = 'InventoryError';
     this.problems = problems;
     this.file = file;
+    this.secretValues = secretValues;
   }
 }
 
@@ -103,14 +106,14 @@ export function parseInventory(
     ...lintInventory(resolved.value, resolved.fromVariables),
   ]);
   if (!parsed.success || problems.some((p) => p.severity === 'error')) {
-    throw new InventoryError(ctx.file, problems);
+    throw new InventoryError(ctx.file, problems, redactable(resolved.values));
   }
   return {
     inventory: parsed.data,
     path: ctx.path,
     document,
     warnings: problems.filter((p) => p.severity === 'warning'),
-    secretValues: collectSecrets(parsed.data),
+    secretValues: [...new Set([...collectSecrets(parsed.data), ...redactable(resolved.values)])],
     lookup: ctx.lookup,
   };
 }
@@ -141,6 +144,14 @@ async function readSecretsFile(path: string): Promise<{ values: Record<string, s
     problems.push(warning(basename(path), `is readable by others (mode ${mode.toString(8).padStart(4, '0')})`, `chmod 600 ${path}`));
   }
   return { values: parseEnv(text) as Record<string, string>, problems };
+}
+
+/**
+ * Values that came from ${VAR}s, as the redactor takes them: every one, whatever its key, except
+ * those too short or too plain to redact without hiding ordinary words and numbers.
+ */
+function redactable(values: Iterable<string>): string[] {
+  return [...values].filter((v) => v.length >= 4 && !/^(\d+|true|false|yes|no)$/i.test(v));
 }
 
 /** Whole values and the passwords inside DSNs/URLs: anything that must never be printed. */

@@ -50,7 +50,7 @@ const nonNegativeInt = (what: string) =>
 
 const filePath = z.string().regex(PATH_RE, withHint('should be a file path on one line', 'remove the line break'));
 
-/** Keys of `ssh:` — defaults at the top, and any node (or the balancer) may override any of them. */
+/** Keys of `ssh:`: set at the top for every host, and any node (or the balancer) may override any of them. */
 const sshShape = {
   user: z.string().regex(USER_RE, withHint('should be a user name', 'e.g. root or deploy')),
   port,
@@ -64,14 +64,19 @@ const sshShape = {
 
 export const sshOverridesSchema = z.strictObject(sshShape).partial();
 
+/**
+ * The top-level `ssh:`. No key has a default here: remote/ssh-config.ts tells "the inventory says
+ * so" (which wins) from "nobody says", where ~/.ssh/config, then the built-in defaults, apply.
+ */
 export const sshSchema = z
   .strictObject({
-    user: sshShape.user.default('root'),
-    port: sshShape.port.default(22),
-    identityFile: sshShape.identityFile.optional(),
-    knownHostsFile: sshShape.knownHostsFile.default('~/.ssh/known_hosts'),
-    jumpHost: sshShape.jumpHost.optional(),
-    sudo: sshShape.sudo.default(false),
+    ...sshOverridesSchema.shape,
+    /** Left out: ~/.ssh/config if it exists; false: no ssh config at all. */
+    configFile: z
+      .union([z.literal(false), filePath], {
+        error: withHint('should be a file path or false', 'e.g. ~/.ssh/config, or false to ignore any ssh config'),
+      })
+      .optional(),
   })
   .prefault({});
 
@@ -164,6 +169,7 @@ export const rolloutSchema = z
     minReadySeconds: nonNegativeInt('seconds').default(5),
     migrateFirst: z.boolean().default(true),
     maxParallel: positiveInt('nodes').default(10),
+    keepReleases: positiveInt('releases').default(3),
   })
   .prefault({});
 
@@ -195,3 +201,5 @@ export type InventoryInput = z.input<typeof inventorySchema>;
 export type Inventory = z.output<typeof inventorySchema>;
 export type InventoryNode = Inventory['nodes'][number];
 export type SshOverrides = z.output<typeof sshOverridesSchema>;
+/** The top-level `ssh:` as parsed: every key optional (no defaults filled in). */
+export type SshSettings = z.output<typeof sshSchema>;

@@ -12,6 +12,8 @@ export interface Resolution {
   problems: Problem[];
   /** Paths whose value came (wholly or partly) from a variable. */
   fromVariables: Set<string>;
+  /** Every value a variable resolved to: redacted wherever output could show it, whatever its key. */
+  values: Set<string>;
 }
 
 export function resolveVariables(
@@ -21,6 +23,7 @@ export function resolveVariables(
 ): Resolution {
   const problems: Problem[] = [];
   const fromVariables = new Set<string>();
+  const values = new Set<string>();
 
   const walk = (node: unknown, path: PropertyKey[]): unknown => {
     if (typeof node === 'string') return resolveString(node, path);
@@ -48,9 +51,10 @@ export function resolveVariables(
         return '';
       }
       fromVariables.add(where);
+      values.add(value);
       return value;
     });
   };
 
-  return { value: walk(doc, []), problems, fromVariables };
+  return { value: walk(doc, []), problems, fromVariables, values };
 }

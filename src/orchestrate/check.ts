@@ -1,6 +1,9 @@
 /** `check` and deploy's pre-flight: every check, from each node's point of view. */
+import { CliError } from '../errors.js';
 import type { InventoryNode } from '../inventory/schema.js';
+import type { Progress } from '../ui/progress.js';
 import { mapLimit } from '../remote/limit.js';
+import { describeSources } from '../remote/ssh-config.js';
 import {
   checkBalancer,
   checkClock,
@@ -30,7 +33,7 @@ export async function runChecks(session: Session, opts: CheckOptions = {}): Prom
   const balancer = async (): Promise<CheckResult[]> => {
     const lb = session.onBalancer();
     if (!lb) return [];
-    const ssh = await checkSsh(BALANCER, lb);
+    const ssh = withSources(await checkSsh(BALANCER, lb), session, BALANCER);
     return ssh.status === 'ok' ? [ssh, ...(await checkBalancer(lb))] : [ssh];
   };
   const [perNode, lbResults] = await Promise.all([mapLimit(nodes, inv.rollout.maxParallel, async (node) => checkNode(session, node, opts)), balancer()]);
@@ -43,7 +46,7 @@ export async function runChecks(session: Session, opts: CheckOptions = {}): Prom
 async function checkNode(session: Session, node: InventoryNode, opts: CheckOptions): Promise<CheckResult[]> {
   const inv = session.inv;
   const ex = session.on(node);
-  const ssh = await checkSsh(node.name, ex);
+  const ssh = withSources(await checkSsh(node.name, ex), session, node);
   if (ssh.status !== 'ok') return [ssh];
   // Everything after SSH is independent: one round trip's worth of waiting, not eight.
   const engine = (async () => {
@@ -54,15 +57,21 @@ async function checkNode(session: Session, node: InventoryNode, opts: CheckOptio
     engine,
     checkDisk(node.name, ex, inv.cluster.dir),
     opts.preflight ? Promise.resolve(undefined) : checkClock(node.name, ex),
-    checkDatabase(node, ex, inv.database.dsn, 'mysql'),
+    checkDatabase(session.deps.dial, node, ex, inv.database.dsn, 'mysql'),
     checkRedis(session, node, ex),
-    inv.database.logDsn ? checkDatabase(node, ex, inv.database.logDsn, 'log-db') : Promise.resolve(undefined),
+    inv.database.logDsn ? checkDatabase(session.deps.dial, node, ex, inv.database.logDsn, 'log-db') : Promise.resolve(undefined),
   ]);
   const results: CheckResult[] = [ssh, ...engineResults, disk];
   if (clock) results.push(clock);
   results.push(db, redis);
   if (logDb) results.push(logDb);
   return results;
+}
+
+/** The ssh check says which settings came from ~/.ssh/config, so a surprise there is visible. */
+function withSources(result: CheckResult, session: Session, node: InventoryNode | typeof BALANCER): CheckResult {
+  const from = describeSources(session.sshSettingsOf(node).sources);
+  return from ? { ...result, detail: `${result.detail}; ${from}` } : result;
 }
 
 /** Every deployed node must hold the inventory's secrets, or logins and cache keys break between nodes. */
@@ -82,4 +91,22 @@ async function compareSecrets(session: Session, nodes: InventoryNode[], results:
       hint: 'run newapi-cluster deploy to make every node use the inventory\'s secrets (users must log in again)',
     };
   });
+}
+
+/** A run's pre-flight: the checks that would make it fail, on the nodes it will touch; aborts before any host changes. */
+export async function preflight(session: Session, progress: Progress, nodes: InventoryNode[]): Promise<CheckResult[]> {
+  let results: CheckResult[] = [];
+  await progress.step('Run pre-flight checks', async (report) => {
+    results = await runChecks(session, { preflight: true, nodes });
+    const failed = results.filter((r) => r.status === 'fail');
+    report(`${results.length - failed.length} of ${results.length} passed`);
+    if (failed.length > 0) {
+      const first = failed[0]!;
+      throw new CliError(
+        `pre-flight failed, nothing was changed: ${failed.map((f) => `${f.node} ${f.check}: ${f.detail}`).join('; ')}`,
+        { hint: first.hint ?? 'run newapi-cluster check for the full report' },
+      );
+    }
+  });
+  return results;
 }

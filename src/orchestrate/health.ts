@@ -3,8 +3,12 @@
  * image tag names a version, that version — continuously for rollout.minReadySeconds. New API
  * has no deeper health endpoint (/api/status does not touch the database), so a node that
  * crashes at start-up (Redis or MySQL unreachable) is caught by watching the container too.
+ *
+ * Bounded three ways: healthTimeoutSeconds; a run that is stopping (Ctrl-C) gives the gate at
+ * most STOP_GRACE_MS more and gives up at once on a host that does not answer at all; and a hard
+ * quit aborts it.
  */
-import { CliError } from '../errors.js';
+import { CliError, HostUnreachableError } from '../errors.js';
 import { isVersionTag, parseImageRef } from '../inventory/image.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { getContainerState } from '../probes/container.js';
@@ -22,6 +26,10 @@ export function expectedVersion(image: string): string | undefined {
   return isVersionTag(tag) ? tag : undefined;
 }
 
+export function versionMatches(reported: string | undefined, want: string | undefined): boolean {
+  return want === undefined || (reported !== undefined && normalizeVersion(reported) === normalizeVersion(want));
+}
+
 export interface GateOptions {
   image: string;
   /** Port on the node's loopback to probe (default cluster.port). */
@@ -31,70 +39,91 @@ export interface GateOptions {
   timeoutSeconds?: number;
   minReadySeconds?: number;
   report?: (text: string) => void;
-  signal?: AbortSignal;
 }
 
 const POLL_MS = 250;
+const POLL_TIMEOUT_MS = 3_000;
+/** Once the run is stopping, a gate gets at most this much longer. */
+export const STOP_GRACE_MS = 20_000;
+
+/** The gate failed because the host stopped answering: the node cannot be restored either. */
+export class HostLostError extends HostUnreachableError {
+  constructor(node: string, why: string) {
+    super(`${node}: the host does not answer (${why}); declared lost`, {
+      node,
+      hint: `check the host and its network; once it is back, run the command again (or newapi-cluster status to see where things stand)`,
+    });
+    this.name = 'HostLostError';
+  }
+}
 
 export async function waitHealthy(session: Session, node: InventoryNode, opts: GateOptions): Promise<StatusAnswer> {
-  const inv = session.inv;
+  const { inv, clock } = session;
   const ex = session.on(node);
   const port = opts.port ?? inv.cluster.port;
   const container = opts.container ?? containerName(inv);
   const want = expectedVersion(opts.image);
   const timeoutMs = (opts.timeoutSeconds ?? inv.rollout.healthTimeoutSeconds) * 1000;
   const minReadyMs = (opts.minReadySeconds ?? inv.rollout.minReadySeconds) * 1000;
-  const started = Date.now();
+  const started = clock.now();
+  let deadline = started + timeoutMs;
+  let stopNoted = false;
   let readySince: number | undefined;
   let last: StatusAnswer | undefined;
+  let lastSaid: string | undefined;
   let polls = 0;
+  let unreachableSince: number | undefined;
+  const say = (text: string) => {
+    if (text !== lastSaid) opts.report?.(text);
+    lastSaid = text;
+  };
 
-  while (Date.now() - started < timeoutMs) {
-    if (opts.signal?.aborted) throw opts.signal.reason;
-    last = await getStatus(ex, port, 3000);
-    const versionOk = want === undefined || (last.version !== undefined && normalizeVersion(last.version) === normalizeVersion(want));
-    if (last.success && versionOk) {
-      readySince ??= Date.now();
-      const held = Date.now() - readySince;
+  while (clock.now() < deadline) {
+    session.aborted.throwIfAborted();
+    if (session.stopping && !stopNoted) {
+      stopNoted = true;
+      deadline = Math.min(deadline, clock.now() + STOP_GRACE_MS);
+      // Stopping: waiting for a host that was already silent would hold the whole run's wind-down.
+      if (last?.unreachable) throw new HostLostError(node.name, last.problem ?? 'no answer');
+    }
+    last = await getStatus(ex, port, POLL_TIMEOUT_MS);
+    if (last.unreachable) {
+      unreachableSince ??= clock.now();
+      // Stopping: waiting for a silent host would hold the whole run's wind-down.
+      if (session.stopping) throw new HostLostError(node.name, last.problem ?? 'no answer');
+    } else {
+      unreachableSince = undefined;
+    }
+    if (last.success && versionMatches(last.version, want)) {
+      readySince ??= clock.now();
+      const held = clock.now() - readySince;
       if (held >= minReadyMs) return last;
-      opts.report?.(`healthy (${last.version ?? 'version unknown'}), holding ${Math.ceil((minReadyMs - held) / 1000)} s more`);
+      say(`healthy (${last.version ?? 'version unknown'}), holding ${Math.ceil((minReadyMs - held) / 1000)} s more`);
     } else {
       readySince = undefined;
-      opts.report?.(last.success ? `answers ${last.version ?? 'no version'}, waiting for ${want}` : `waiting: ${last.problem ?? 'not healthy'}`);
+      say(last.success ? `answers ${last.version ?? 'no version'}, waiting for ${want}` : `waiting: ${last.problem ?? 'not healthy'}`);
       // Every few polls, look at the container: a crash loop will not heal by waiting.
-      if (++polls % 12 === 0) {
+      if (!last.unreachable && ++polls % 12 === 0) {
         const state = await getContainerState(ex, container);
         if (!state.exists || state.status === 'exited' || state.status === 'dead' || state.restartCount >= 3) {
           throw await gateError(session, node, ex, container, `the container is ${state.exists ? `${state.status} (restarted ${state.restartCount} times)` : 'gone'}`);
         }
       }
     }
-    await sleep(POLL_MS, opts.signal);
+    await clock.sleep(POLL_MS, session.aborted);
   }
+  // A host silent for the whole time is lost; asking it for logs would only wait again.
+  if (unreachableSince !== undefined && last?.unreachable) throw new HostLostError(node.name, last.problem ?? 'no answer');
   const why = last?.success ? `it answers version ${last.version}, not ${want}` : (last?.problem ?? 'no answer');
-  throw await gateError(session, node, ex, container, `not healthy after ${Math.round(timeoutMs / 1000)} s: ${why}`);
+  const waited = Math.round((clock.now() - started) / 1000);
+  throw await gateError(session, node, ex, container, `not healthy after ${waited} s: ${why}`);
 }
 
 async function gateError(session: Session, node: InventoryNode, ex: Executor, container: string, what: string): Promise<CliError> {
-  const logs = await ex.exec(docker.logs(container, { tail: '5' }), { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
+  const logs = await ex.exec(docker.logs(container, { tail: '5' }), { allowFailure: true, timeoutMs: 5_000 }).catch(() => undefined);
   const tail = `${logs?.stdout ?? ''}${logs?.stderr ?? ''}`.trim().split('\n').filter(Boolean).slice(-3);
   return new CliError(`${node.name} failed its health gate: ${what}${tail.length ? `; last log lines: ${tail.join(' | ')}` : ''}`, {
     node: node.name,
     hint: `newapi-cluster logs --node ${node.name} --tail 100`,
-  });
-}
-
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

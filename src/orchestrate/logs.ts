@@ -1,14 +1,14 @@
 /** `logs`: `docker logs` of every chosen node at once, each line prefixed by its node. */
-import type { CliContext } from '../cli/context.js';
+import type { RunEnv } from './run-env.js';
 import type { LoadedInventory } from '../inventory/load.js';
 import { docker } from '../remote/commands.js';
 import { mapLimitSettled } from '../remote/limit.js';
 import { containerName } from '../render/render.js';
-import { selectNodes } from './deploy.js';
+import { selectNodes } from './work.js';
 import { Session } from './session.js';
 
 export async function runLogs(
-  ctx: CliContext,
+  ctx: RunEnv,
   loaded: LoadedInventory,
   opts: { node?: string[]; since?: string; tail: string; follow: boolean },
 ): Promise<void> {
@@ -39,7 +39,7 @@ export async function runLogs(
         await session.on(node).exec(docker.logs(containerName(loaded.inventory), { ...(opts.since ? { since: opts.since } : {}), tail: opts.tail, follow: opts.follow }), {
           onStdout: stdout.push,
           onStderr: stderr.push,
-          signal: ctx.signal,
+          signal: ctx.signals.stop,
           timeoutMs: opts.follow ? 2 ** 31 - 1 : 120_000,
           allowFailure: true,
         });
@@ -49,7 +49,7 @@ export async function runLogs(
       }
     });
     for (const [i, s] of settled.entries()) {
-      if (s.status === 'rejected' && !ctx.signal.aborted) ctx.out.note(`${ctx.style.red('✖')} ${nodes[i]?.name}: ${s.reason instanceof Error ? s.reason.message : String(s.reason)}`);
+      if (s.status === 'rejected' && !ctx.signals.stop.aborted) ctx.out.note(`${ctx.style.red('✖')} ${nodes[i]?.name}: ${s.reason instanceof Error ? s.reason.message : String(s.reason)}`);
     }
   });
 }

@@ -1,20 +1,22 @@
 /**
- * Writing a node's files and recording what was deployed. The previous good files are kept in
- * .newapi-cluster/previous/ before they are replaced, so rollback has something to return to.
+ * A node's files: what it has (facts), writing what it should have, and recording a deploy that
+ * passed its gate as a release (state.json, releases/<id>/, one audit line).
  */
 import type { InventoryNode } from '../inventory/schema.js';
-import { VERSION } from '../version.js';
-import type { NodeFacts, NodePlan } from '../plan/plan.js';
-import { parseState, sha256, statePaths, type NodeState } from '../plan/state.js';
+import type { BalancerMembership, NodeFacts, NodePlan } from '../plan/plan.js';
+import { MANAGED_FILES, parseReleaseListing, parseState, releaseId, releasesToPrune, sha256, statePaths, type NodeState, type Release } from '../plan/state.js';
+import { getContainerState, getImageId } from '../probes/container.js';
+import { getStatus } from '../probes/http-status.js';
 import { compose, files } from '../remote/commands.js';
 import type { NodeFiles } from '../render/render.js';
-import type { Session } from './session.js';
-import { getContainerState, getImageId } from '../probes/container.js';
 import { containerName } from '../render/render.js';
+import { VERSION } from '../version.js';
+import { expectedVersion, versionMatches } from './health.js';
+import type { Session } from './session.js';
 
 export const TOOL_VERSION = `newapi-cluster ${VERSION}`;
 
-export async function gatherFacts(session: Session, files_: NodeFiles, image: string): Promise<NodeFacts> {
+export async function gatherFacts(session: Session, files_: NodeFiles, image: string, balancer: BalancerMembership = 'unmanaged'): Promise<NodeFacts> {
   const ex = session.on(files_.node);
   const paths = statePaths(session.inv.cluster.dir);
   const [compose_, env, state, container, desiredImageId] = await Promise.all([
@@ -24,20 +26,27 @@ export async function gatherFacts(session: Session, files_: NodeFiles, image: st
     getContainerState(ex, containerName(session.inv)),
     getImageId(ex, image),
   ]);
-  return {
+  const facts: NodeFacts = {
     node: files_.node,
     files: { [files_.compose.path]: compose_?.toString('utf8'), [files_.env.path]: env?.toString('utf8') },
     state: parseState(state?.toString('utf8')),
     container,
     desiredImageId,
+    balancer,
   };
+  // Only a node the balancer leaves out is asked whether it is healthy: may it simply go back in?
+  if (container.running && (balancer === 'drained' || balancer === 'absent')) {
+    const answer = await getStatus(ex, session.inv.cluster.port, 3000);
+    const want = container.image ? expectedVersion(container.image) : undefined;
+    facts.healthy = answer.success && versionMatches(answer.version, want);
+  }
+  return facts;
 }
 
 export async function ensureLayout(session: Session, node: InventoryNode): Promise<void> {
   const dir = session.inv.cluster.dir;
   const paths = statePaths(dir);
-  const ex = session.on(node);
-  await ex.exec(files.layout(dir, paths.dir, paths.previous));
+  await session.on(node).exec(files.layout(dir, paths.dir, paths.releases), { timeoutMs: 30_000 });
 }
 
 export async function writeNodeFiles(session: Session, plan: NodePlan): Promise<void> {
@@ -50,47 +59,93 @@ export async function composeUp(session: Session, node: InventoryNode, recreate:
   await session.on(node).exec(compose.up(flavor, session.project, session.inv.cluster.dir, { recreate }), { timeoutMs: 5 * 60_000 });
 }
 
-/**
- * Called once a node passed its health gate. The deploy it replaces becomes `previous/` (what
- * rollback returns to); a failed attempt never gets here, so it never overwrites `previous/`.
- */
 /** The container exists with its final configuration, but does not run yet. */
 export async function composeCreate(session: Session, node: InventoryNode): Promise<void> {
   const flavor = await session.composeFlavor(node);
   await session.on(node).exec(compose.create(flavor, session.project, session.inv.cluster.dir), { timeoutMs: 5 * 60_000 });
 }
 
+/**
+ * Called once a node passed its health gate: its files become a release, state.json points at it,
+ * the audit log gets a line, and releases beyond rollout.keepReleases are removed.
+ */
 export async function recordState(session: Session, files_: NodeFiles, image: string, before: NodeFacts | undefined, operation: string): Promise<NodeState> {
-  const ex = session.on(files_.node);
-  const paths = statePaths(session.inv.cluster.dir);
+  const node = files_.node;
+  const ex = session.on(node);
+  const dir = session.inv.cluster.dir;
+  const paths = statePaths(dir);
+  const now = new Date(session.clock.now());
   const previous = before?.state;
-  const contents: Record<string, string> = { 'docker-compose.yml': files_.compose.content, '.env': files_.env.content };
-  const replaced = before !== undefined && previous !== undefined && (previous.image !== image || [files_.compose, files_.env].some((f) => before.files[f.path] !== f.content));
-  if (replaced) {
-    for (const f of [files_.compose, files_.env]) {
-      const old = before.files[f.path];
-      if (old !== undefined) await ex.upload(`${paths.previous}/${f.path.split('/').pop()}`, old, 0o600);
-    }
-    await ex.upload(`${paths.previous}/state.json`, `${JSON.stringify(previous, null, 2)}\n`, 0o600);
-  }
+  const hashes = { 'docker-compose.yml': sha256(files_.compose.content), '.env': sha256(files_.env.content) };
+  // Returning to a kept release (rollback) points at it again rather than copying it: it keeps its place.
+  const releases = await readReleases(session, node);
+  const same = releases.find((r) => r.id !== 'previous' && r.state.image === image && MANAGED_FILES.every((f) => r.state.files[f] === hashes[f]));
+  const id = same?.id ?? releaseId(now, image);
   const state: NodeState = {
     cluster: session.project,
-    node: files_.node.name,
-    role: files_.node.role,
+    node: node.name,
+    role: node.role,
     image,
-    files: Object.fromEntries(Object.entries(contents).map(([name, content]) => [name, sha256(content)])),
-    deployedAt: new Date().toISOString(),
+    files: hashes,
+    deployedAt: now.toISOString(),
     deployedBy: session.operator,
-    ...(replaced && previous ? { previousImage: previous.image } : previous?.previousImage ? { previousImage: previous.previousImage } : {}),
+    operation,
+    release: id,
+    ...(previous && previous.image !== image ? { previousImage: previous.image } : previous?.previousImage ? { previousImage: previous.previousImage } : {}),
     tool: TOOL_VERSION,
   };
-  await ex.upload(paths.state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
-  await audit(session, files_.node, operation, `deployed ${image}`);
+  const json = `${JSON.stringify(state, null, 2)}\n`;
+  if (!same) {
+    await ex.exec(files.snapshotRelease(dir, `${paths.releases}/${id}`), { timeoutMs: 30_000 });
+    await ex.upload(`${paths.releases}/${id}/release.json`, json, 0o600);
+  }
+  await ex.upload(paths.state, json, 0o600);
+  await audit(session, node, operation, { from: previous?.image, to: image, result: 'ok' });
+  await pruneReleases(session, node, [...(same ? [] : [{ id, state }]), ...releases], id).catch(() => undefined);
   return state;
 }
 
-/** One JSON line per operation and node: who, when, what. */
-export async function audit(session: Session, node: InventoryNode, operation: string, result: string): Promise<void> {
-  const line = JSON.stringify({ at: new Date().toISOString(), by: session.operator, operation, node: node.name, result });
-  await session.on(node).exec(files.append(statePaths(session.inv.cluster.dir).audit), { stdin: `${line}\n` });
+export interface AuditEntry {
+  at: string;
+  by: string;
+  operation: string;
+  node: string;
+  from?: string | undefined;
+  to?: string | undefined;
+  result: string;
+}
+
+/** One JSON line per operation and node: who, when, from which version to which, and how it ended. */
+export async function audit(session: Session, node: InventoryNode, operation: string, what: { from?: string | undefined; to?: string | undefined; result: string }): Promise<void> {
+  const entry: AuditEntry = { at: new Date(session.clock.now()).toISOString(), by: session.operator, operation, node: node.name, ...what };
+  await session.on(node).exec(files.append(statePaths(session.inv.cluster.dir).audit), { stdin: `${JSON.stringify(entry)}\n`, timeoutMs: 30_000 });
+}
+
+/** The node's releases, newest first; the legacy previous/ slot is read as a release called "previous". */
+export async function readReleases(session: Session, node: InventoryNode): Promise<Release[]> {
+  const ex = session.on(node);
+  const paths = statePaths(session.inv.cluster.dir);
+  const listing = await ex.exec(files.listReleases(paths.releases), { allowFailure: true, timeoutMs: 30_000 });
+  const releases = parseReleaseListing(listing.stdout);
+  if (releases.length > 0) return releases;
+  const legacy = parseState((await ex.readFile(`${paths.legacyPrevious}/state.json`))?.toString('utf8'));
+  return legacy ? [{ id: 'previous', state: legacy }] : [];
+}
+
+/** A release's files, read back; undefined when a file is missing. */
+export async function readReleaseFiles(session: Session, node: InventoryNode, release: Release): Promise<Record<string, string | undefined>> {
+  const ex = session.on(node);
+  const paths = statePaths(session.inv.cluster.dir);
+  const folder = release.id === 'previous' ? paths.legacyPrevious : `${paths.releases}/${release.id}`;
+  const contents = await Promise.all(MANAGED_FILES.map((name) => ex.readFile(`${folder}/${name}`)));
+  return Object.fromEntries(MANAGED_FILES.map((name, i) => [name, contents[i]?.toString('utf8')]));
+}
+
+async function pruneReleases(session: Session, node: InventoryNode, releases: Release[], current: string): Promise<void> {
+  releases.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  const keep = session.inv.rollout.keepReleases;
+  const paths = statePaths(session.inv.cluster.dir);
+  const stale = releasesToPrune(releases, keep, new Set([current])).filter((r) => r.id !== 'previous');
+  if (stale.length === 0) return;
+  await session.on(node).exec(files.removeTree(...stale.map((r) => `${paths.releases}/${r.id}`)), { timeoutMs: 30_000 });
 }

@@ -1,46 +1,77 @@
 /**
- * One run against one cluster: the validated inventory, one SSH pool (one connection per host),
- * and the facts learnt about each host on the way. Commands that touch hosts open a session,
- * and close it in `finally`.
+ * One run against one cluster: the validated inventory, one executor per host (one SSH
+ * connection each, in production), the clock, and the facts learnt about each host on the way.
+ * Everything a session does to hosts goes through `on(node)` / `onBalancer()`, which carry the
+ * run's signals and deadlines; unit tests hand it recording executors and a manual clock.
  */
+import { setMaxListeners } from 'node:events';
 import { hostname, userInfo } from 'node:os';
-import { dirname, isAbsolute, resolve } from 'node:path';
-import type { CliContext } from '../cli/context.js';
+import { dirname } from 'node:path';
 import { CliError } from '../errors.js';
+import type { RedisUrl } from '../inventory/dsn.js';
 import type { LoadedInventory } from '../inventory/load.js';
 import type { Inventory, InventoryNode, SshOverrides } from '../inventory/schema.js';
 import { compose as composeCmd, type ComposeFlavor } from '../remote/commands.js';
-import type { SshPool } from '../remote/ssh.js';
+import { guarded } from '../remote/guarded.js';
+import { loadSshConfig, resolveSshTarget, type ResolvedSshTarget, type SshConfigSource } from '../remote/ssh-config.js';
 import type { Executor, SshTarget } from '../remote/types.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Dialer } from '../probes/clients.js';
+import type { LockStore } from './lock.js';
+import type { RunEnv } from './run-env.js';
 
 export const BALANCER = 'balancer';
+
+/** Once a run is stopping, new remote calls get these deadlines: a vanished host costs seconds, not minutes. */
+export const STOPPING_OP_TIMEOUT_MS = 3_000;
+export const STOPPING_EXEC_TIMEOUT_MS = 30_000;
+
+/** The seams a session is built from. */
+export interface SessionDeps {
+  /** The executor for a host (pooled SSH in production). */
+  connect(target: SshTarget): Executor;
+  /** Closes every connection `connect` opened. */
+  closeAll(): Promise<void>;
+  /** The lock's store, reached through a node. */
+  openLockStore(ex: Executor, url: RedisUrl): Promise<LockStore>;
+  /** MySQL and Redis clients for the checks, reached through a node. */
+  dial: Dialer;
+  clock: Clock;
+  operator: string;
+}
 
 export class Session {
   readonly inv: Inventory;
   readonly inventoryDir: string;
+  readonly clock: Clock;
   private readonly flavors = new Map<string, Promise<ComposeFlavor>>();
+  private readonly executors = new Map<string, Executor>();
+  private readonly hardAbort = new AbortController();
+  private readonly resolved = new Map<string, ResolvedSshTarget>();
 
   constructor(
-    readonly ctx: CliContext,
+    readonly env: RunEnv,
     readonly loaded: LoadedInventory,
-    readonly pool: SshPool,
+    readonly deps: SessionDeps,
+    /** The operator's ssh config (~/.ssh/config), read once per run. */
+    private readonly sshConfig?: SshConfigSource,
   ) {
     this.inv = loaded.inventory;
     this.inventoryDir = dirname(loaded.path);
+    this.clock = deps.clock;
+    // Every remote call in flight listens on these (a hundred hosts, a few calls each).
+    setMaxListeners(0, this.hardAbort.signal);
   }
 
-  static async open(ctx: CliContext, loaded: LoadedInventory): Promise<Session> {
-    const { SshPool } = await import('../remote/ssh.js');
-    const pool = new SshPool({
-      acceptNewHostKeys: ctx.globals.acceptNewHostKeys,
-      askPassphrase: ctx.interactive ? askPassphrase : undefined,
-    });
-    return new Session(ctx, loaded, pool);
+  static async open(env: RunEnv, loaded: LoadedInventory): Promise<Session> {
+    const inv = loaded.inventory;
+    const config = await loadSshConfig(inv.ssh.configFile, dirname(loaded.path));
+    return new Session(env, loaded, await defaultDeps(env), config);
   }
 
   /** Opens a session for `fn` and closes every connection after it, whatever happens. */
-  static async use<T>(ctx: CliContext, loaded: LoadedInventory, fn: (session: Session) => Promise<T>): Promise<T> {
-    const session = await Session.open(ctx, loaded);
+  static async use<T>(env: RunEnv, loaded: LoadedInventory, fn: (session: Session) => Promise<T>): Promise<T> {
+    const session = await Session.open(env, loaded);
     try {
       return await fn(session);
     } finally {
@@ -48,14 +79,22 @@ export class Session {
     }
   }
 
+  /** Aborted by the first Ctrl-C / SIGTERM / SIGHUP. */
+  get stopping(): boolean {
+    return this.env.signals.stop.aborted;
+  }
+
+  /** Aborts every remote call in flight: the step in hand is being abandoned. */
+  abortAll(reason: Error): void {
+    this.hardAbort.abort(reason);
+  }
+
+  get aborted(): AbortSignal {
+    return this.hardAbort.signal;
+  }
+
   get operator(): string {
-    let user = 'unknown';
-    try {
-      user = userInfo().username;
-    } catch {
-      // no passwd entry (containers): keep "unknown"
-    }
-    return `${user}@${hostname()}`;
+    return this.deps.operator;
   }
 
   get project(): string {
@@ -70,6 +109,10 @@ export class Session {
     return this.inv.nodes.filter((n) => n.role === 'slave');
   }
 
+  node(name: string): InventoryNode | undefined {
+    return this.inv.nodes.find((n) => n.name === name);
+  }
+
   targetOf(node: InventoryNode): SshTarget {
     return this.target(node.name, node.host, node.ssh);
   }
@@ -81,12 +124,31 @@ export class Session {
   }
 
   on(node: InventoryNode): Executor {
-    return this.pool.getExecutor(this.targetOf(node));
+    return this.executor(this.targetOf(node));
   }
 
   onBalancer(): Executor | undefined {
     const t = this.balancerTarget();
-    return t && this.pool.getExecutor(t);
+    return t && this.executor(t);
+  }
+
+  /** The lock's store, through the first node that reaches Redis: master first, then the slaves; `avoid` last. */
+  async openLockStore(avoid: ReadonlySet<string> = new Set()): Promise<LockStore> {
+    const { parseRedisUrl } = await import('../inventory/dsn.js');
+    const url = parseRedisUrl(this.inv.redis.url);
+    const nodes = [this.master, ...this.slaves];
+    const ordered = [...nodes.filter((n) => !avoid.has(n.name)), ...nodes.filter((n) => avoid.has(n.name))];
+    let lastError: unknown;
+    for (const node of ordered) {
+      try {
+        return await this.deps.openLockStore(this.on(node), url);
+      } catch (e) {
+        lastError = e;
+      }
+    }
+    throw new CliError(`cannot reach Redis through any node for the cluster lock: ${lastError instanceof Error ? lastError.message : String(lastError)}`, {
+      hint: 'run newapi-cluster check to see which node cannot reach Redis',
+    });
   }
 
   /** compose v2 plugin if the host has it, else v1 `docker-compose`; asked once per host. */
@@ -94,7 +156,7 @@ export class Session {
     let flavor = this.flavors.get(node.name);
     if (!flavor) {
       flavor = (async () => {
-        const found = (await this.on(node).exec(composeCmd.detect(), { allowFailure: true })).stdout.trim();
+        const found = (await this.on(node).exec(composeCmd.detect(), { allowFailure: true, timeoutMs: 30_000 })).stdout.trim();
         if (found === 'v2' || found === 'v1') return found;
         throw new CliError('neither `docker compose` nor `docker-compose` is installed', {
           node: node.name,
@@ -108,27 +170,88 @@ export class Session {
   }
 
   async close(): Promise<void> {
-    await this.pool.closeAll();
+    await this.deps.closeAll();
+  }
+
+  private executor(target: SshTarget): Executor {
+    const key = JSON.stringify(target);
+    let ex = this.executors.get(key);
+    if (!ex) {
+      ex = guarded(this.deps.connect(target), {
+        signal: () => this.hardAbort.signal,
+        stop: () => this.env.signals.stop,
+        stopCapMs: (kind) => (kind === 'exec' ? STOPPING_EXEC_TIMEOUT_MS : STOPPING_OP_TIMEOUT_MS),
+      });
+      this.executors.set(key, ex);
+    }
+    return ex;
+  }
+
+  /** Where each SSH setting of a host came from: the inventory, ~/.ssh/config, or a default. */
+  sshSettingsOf(node: InventoryNode | typeof BALANCER): ResolvedSshTarget {
+    const lb = this.inv.loadBalancer;
+    const [label, host, overrides] = node === BALANCER ? [BALANCER, lb.host ?? '', lb.ssh] : [node.name, node.host, node.ssh];
+    return this.resolve(label, host, overrides);
   }
 
   private target(label: string, host: string, overrides: SshOverrides | undefined): SshTarget {
-    const s = { ...this.inv.ssh, ...stripUndefined(overrides ?? {}) };
-    const file = (p: string) => (p.startsWith('~') || isAbsolute(p) ? p : resolve(this.inventoryDir, p));
-    return {
-      label,
-      host,
-      port: s.port,
-      user: s.user,
-      knownHostsFile: file(s.knownHostsFile),
-      sudo: s.sudo,
-      ...(s.identityFile ? { identityFile: file(s.identityFile) } : {}),
-      ...(s.jumpHost ? { jumpHost: s.jumpHost } : {}),
-    };
+    return this.resolve(label, host, overrides).target;
+  }
+
+  private resolve(label: string, host: string, overrides: SshOverrides | undefined): ResolvedSshTarget {
+    const key = `${label}\0${host}`;
+    let r = this.resolved.get(key);
+    if (!r) {
+      r = resolveSshTarget({
+        label,
+        host,
+        global: this.inv.ssh,
+        ...(overrides ? { node: overrides } : {}),
+        inventoryDir: this.inventoryDir,
+        ...(this.sshConfig ? { config: this.sshConfig } : {}),
+      });
+      this.resolved.set(key, r);
+    }
+    return r;
   }
 }
 
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+export function currentOperator(): string {
+  let user = 'unknown';
+  try {
+    user = userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep "unknown"
+  }
+  return `${user}@${hostname()}`;
+}
+
+async function defaultDeps(env: RunEnv): Promise<SessionDeps> {
+  const given = env.deps ?? {};
+  let connect = given.connect;
+  let closeAll = given.closeAll;
+  if (!connect) {
+    const { SshPool } = await import('../remote/ssh.js');
+    const pool = new SshPool({
+      acceptNewHostKeys: env.acceptNewHostKeys,
+      askPassphrase: env.interactive ? askPassphrase : undefined,
+    });
+    connect = (t) => pool.getExecutor(t);
+    closeAll = () => pool.closeAll();
+  }
+  return {
+    connect,
+    closeAll: closeAll ?? (async () => undefined),
+    openLockStore:
+      given.openLockStore ??
+      (async (ex, url) => {
+        const { openRedisLockStore } = await import('../probes/redis-lock-store.js');
+        return openRedisLockStore(ex, url);
+      }),
+    dial: given.dial ?? (await import('../probes/clients.js')),
+    clock: given.clock ?? systemClock,
+    operator: given.operator ?? currentOperator(),
+  };
 }
 
 async function askPassphrase(file: string): Promise<string> {

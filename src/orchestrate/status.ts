@@ -6,7 +6,8 @@ import { getContainerState } from '../probes/container.js';
 import { getStatus } from '../probes/http-status.js';
 import { mapLimit } from '../remote/limit.js';
 import { containerName, hostPort } from '../render/render.js';
-import { readLock, redisForSession, type LockHolder } from './lock.js';
+import { balancerStateOf } from './balancer.js';
+import { readLock, type LockHolder } from './lock.js';
 import type { Session } from './session.js';
 
 export type BalancerState = 'in' | 'drained' | 'absent' | 'unknown' | 'unmanaged';
@@ -34,13 +35,7 @@ export interface ClusterStatus {
   lock: (LockHolder & { ttlMs: number }) | null | 'unknown';
 }
 
-/** Reads the rendered upstream back: is the node listed, and is it marked down? */
-export function balancerStateOf(config: string | undefined, address: string): BalancerState {
-  if (config === undefined) return 'absent';
-  const line = config.split('\n').find((l) => new RegExp(`^\\s*server\\s+${address.replace(/[.[\]]/g, '\\$&')}\\s`).test(l));
-  if (!line) return 'absent';
-  return /\sdown\s*;/.test(line) ? 'drained' : 'in';
-}
+export { balancerStateOf };
 
 export async function getClusterStatus(session: Session): Promise<ClusterStatus> {
   const inv = session.inv;
@@ -58,11 +53,12 @@ export async function getClusterStatus(session: Session): Promise<ClusterStatus>
   const nodes = await mapLimit(inv.nodes, inv.rollout.maxParallel, (n) => nodeStatus(session, n, lb ? (balancer.reachable ? config : null) : undefined));
   let lock: ClusterStatus['lock'] = 'unknown';
   try {
-    const conn = await redisForSession(session);
+    const store = await session.openLockStore();
     try {
-      lock = (await readLock(conn.redis, inv.cluster.name)) ?? null;
+      const found = await readLock(store, inv.cluster.name);
+      lock = found ? { id: found.id, operator: found.operator, command: found.command, pid: found.pid, since: found.since, ttlMs: found.ttlMs } : null;
     } finally {
-      await conn.close();
+      await store.close();
     }
   } catch {
     lock = 'unknown';

@@ -1,26 +1,39 @@
 /**
- * Per-file diffs for --dry-run. Secret files show which variables change, never their values:
- * each secret value is replaced by a short fingerprint, so a changed secret is still visible.
+ * Per-file diffs for --dry-run. In a secret file (a node's .env) a line is hidden when its key
+ * looks secret OR its value holds any value that came from a ${VAR} — a proxy URL with a password
+ * under a harmless key is a secret too. A hidden value becomes a fingerprint keyed by a random
+ * per-run key: within one run a changed secret shows as changed, and nothing printed can be
+ * checked against a dictionary of guesses later.
  */
+import { createHmac, randomBytes } from 'node:crypto';
 import { createTwoFilesPatch } from 'diff';
-import { sha256 } from './state.js';
 
-/** Variables whose values are secret in a node's .env. */
-const SECRET_KEY_RE = /SECRET|PASSWORD|TOKEN|KEY|DSN|CONN_STRING/i;
+/** Variables whose values are secret in a node's .env, whatever their value. */
+const SECRET_KEY_RE = /SECRET|PASSWORD|PASSWD|TOKEN|KEY|DSN|CONN_STRING|CREDENTIAL|AUTH/i;
 
-export function redactEnvFile(text: string): string {
+const RUN_KEY = randomBytes(32);
+
+/** `<secret #a1b2c3d4>`: equal values give equal marks within this process, and nothing else. */
+export function secretMark(value: string): string {
+  return `<secret #${createHmac('sha256', RUN_KEY).update(value).digest('hex').slice(0, 8)}>`;
+}
+
+export function redactEnvFile(text: string, secrets: readonly string[] = []): string {
+  const known = secrets.filter((s) => s.length >= 4);
   return text
     .split('\n')
     .map((line) => {
       const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line);
-      if (!m || !SECRET_KEY_RE.test(m[1] ?? '')) return line;
-      return `${m[1]}=<secret sha256:${sha256(m[2] ?? '').slice(0, 8)}>`;
+      if (!m) return line;
+      const [, key = '', value = ''] = m;
+      if (!SECRET_KEY_RE.test(key) && !known.some((s) => value.includes(s))) return line;
+      return `${key}=${secretMark(value)}`;
     })
     .join('\n');
 }
 
-export function fileDiff(path: string, before: string | undefined, after: string, secret: boolean): string {
-  const show = (t: string) => (secret ? redactEnvFile(t) : t);
+export function fileDiff(path: string, before: string | undefined, after: string, secret: boolean, secrets: readonly string[] = []): string {
+  const show = (t: string) => (secret ? redactEnvFile(t, secrets) : t);
   return createTwoFilesPatch(
     before === undefined ? '/dev/null' : `${path} (on host)`,
     `${path} (rendered)`,

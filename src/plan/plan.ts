@@ -1,11 +1,14 @@
 /**
- * Rendered files + facts gathered from the hosts → what to change. Pure, so --dry-run is
- * simply "print the plan", and unit tests need no host.
+ * Rendered files + facts gathered from the hosts → what to change on each node. Pure, so
+ * --dry-run is simply "print the plan", and unit tests need no host.
  */
 import type { InventoryNode } from '../inventory/schema.js';
 import type { ContainerState } from '../probes/container.js';
 import type { NodeFiles, RenderedFile } from '../render/render.js';
 import type { NodeState } from './state.js';
+
+/** Where the balancer has a node: serving, marked down (drained), not listed, or no balancer managed. */
+export type BalancerMembership = 'in' | 'drained' | 'absent' | 'unmanaged';
 
 export interface NodeFacts {
   node: InventoryNode;
@@ -15,6 +18,14 @@ export interface NodeFacts {
   container: ContainerState;
   /** The image id the host has for the desired image, if any. */
   desiredImageId: string | undefined;
+  /** The node's place in the balancer (default: unmanaged). */
+  balancer?: BalancerMembership;
+  /**
+   * Whether the node answers healthy on its running version. Asked only of running nodes the
+   * balancer does not send traffic to (an earlier run left them out), to know whether they may
+   * simply be put back.
+   */
+  healthy?: boolean;
 }
 
 export interface FileChange {
@@ -34,6 +45,14 @@ export interface NodePlan {
   firstDeploy: boolean;
   /** The node currently serves traffic, so restarting it must drain it first. */
   serving: boolean;
+  /** Right as it is, but out of the balancer: it only needs its gate and to be put back. */
+  readmit: boolean;
+}
+
+export interface NodeWork {
+  files: NodeFiles;
+  facts: NodeFacts;
+  plan: NodePlan;
 }
 
 export function planNode(files: NodeFiles, facts: NodeFacts, image: string): NodePlan {
@@ -45,22 +64,28 @@ export function planNode(files: NodeFiles, facts: NodeFacts, image: string): Nod
   const reasons: string[] = [];
   if (changes.length > 0) reasons.push(`${changes.map((c) => c.file.path.split('/').pop()).join(' and ')} changed`);
   const c = facts.container;
+  const membership = facts.balancer ?? 'unmanaged';
+  const outOfBalancer = membership === 'drained' || membership === 'absent';
   if (!c.exists) reasons.push('no container yet');
   else if (!c.running) reasons.push(`the container is ${c.status ?? 'not running'}`);
   else if (c.image !== image) reasons.push(`the container runs ${c.image ?? 'another image'}`);
   else if (facts.desiredImageId !== undefined && c.imageId !== facts.desiredImageId) reasons.push(`${image} now names another image`);
+  else if (outOfBalancer && facts.healthy === false) reasons.push(`it is out of the balancer and not healthy`);
+  const restart = reasons.length > 0;
   return {
     node: files.node,
     image,
     changes,
     pullImage: facts.desiredImageId === undefined,
-    restart: reasons.length > 0,
+    restart,
     reasons,
     firstDeploy: facts.state === undefined,
-    serving: c.running,
+    // A node the balancer already left out needs no draining.
+    serving: c.running && !outOfBalancer,
+    readmit: !restart && c.running && outOfBalancer,
   };
 }
 
 export function isNoop(plans: readonly NodePlan[], balancerChanged: boolean): boolean {
-  return !balancerChanged && plans.every((p) => !p.restart && p.changes.length === 0);
+  return !balancerChanged && plans.every((p) => !p.restart && !p.readmit && p.changes.length === 0);
 }

@@ -11,7 +11,7 @@ import { docker, files, nginx } from '../remote/commands.js';
 import type { Executor } from '../remote/types.js';
 import { containerName } from '../render/render.js';
 import type { Session } from '../orchestrate/session.js';
-import { openMysqlVia, openRedisVia } from './clients.js';
+import type { Dialer } from './clients.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
 
@@ -93,7 +93,7 @@ export async function checkClock(node: string, ex: Executor): Promise<CheckResul
   return ok(node, 'clock', text);
 }
 
-export async function checkDatabase(node: InventoryNode, ex: Executor, dsnText: string, label: 'mysql' | 'log-db'): Promise<CheckResult> {
+export async function checkDatabase(dial: Dialer, node: InventoryNode, ex: Executor, dsnText: string, label: 'mysql' | 'log-db'): Promise<CheckResult> {
   let dsn: DatabaseDsn;
   try {
     dsn = parseDatabaseDsn(dsnText);
@@ -104,9 +104,9 @@ export async function checkDatabase(node: InventoryNode, ex: Executor, dsnText: 
   if (dsn.kind === 'postgres') {
     return warn(node.name, label, `PostgreSQL at ${dsn.host}:${dsn.port} is not probed`, 'check the connection from the node by hand (psql)');
   }
-  let conn: Awaited<ReturnType<typeof openMysqlVia>> | undefined;
+  let conn: Awaited<ReturnType<Dialer['openMysqlVia']>> | undefined;
   try {
-    conn = await openMysqlVia(ex, dsn);
+    conn = await dial.openMysqlVia(ex, dsn);
   } catch (e) {
     return databaseFailure(node.name, label, where, e);
   }
@@ -133,7 +133,7 @@ export async function checkDatabase(node: InventoryNode, ex: Executor, dsnText: 
 
 const MIGRATION_PRIVILEGES = ['CREATE', 'ALTER', 'INDEX', 'DROP', 'SELECT', 'INSERT', 'UPDATE', 'DELETE'];
 
-async function missingMigrationPrivileges(db: import('mysql2/promise').Connection, database: string): Promise<string[]> {
+async function missingMigrationPrivileges(db: Pick<import('mysql2/promise').Connection, 'query'>, database: string): Promise<string[]> {
   const [rows] = await db.query('SHOW GRANTS FOR CURRENT_USER()');
   const grants = (rows as Record<string, string>[]).map((r) => Object.values(r)[0] ?? '');
   const have = new Set<string>();
@@ -166,9 +166,9 @@ function databaseFailure(node: string, label: string, where: string, e: unknown)
 export async function checkRedis(session: Session, node: InventoryNode, ex: Executor): Promise<CheckResult> {
   const url = parseRedisUrl(session.inv.redis.url);
   const where = `${url.host}:${url.port}/${url.db}`;
-  let conn: Awaited<ReturnType<typeof openRedisVia>> | undefined;
+  let conn: Awaited<ReturnType<Dialer['openRedisVia']>> | undefined;
   try {
-    conn = await openRedisVia(ex, url);
+    conn = await session.deps.dial.openRedisVia(ex, url);
     const pong = await conn.redis.ping();
     if (pong !== 'PONG') return fail(node.name, 'redis', `${where}: PING answered ${pong}`, 'is this a Redis server?');
     const info = await conn.redis.info('server');

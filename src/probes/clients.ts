@@ -12,6 +12,12 @@ export interface Closable {
   close(): Promise<void>;
 }
 
+/** How checks reach MySQL and Redis from a node: through its SSH connection (a seam unit tests replace). */
+export interface Dialer {
+  openMysqlVia(ex: Executor, dsn: DatabaseDsn): Promise<{ db: Pick<Connection, 'query'> } & Closable>;
+  openRedisVia(ex: Executor, url: RedisUrl): Promise<{ redis: Pick<Redis, 'ping' | 'info' | 'config'> } & Closable>;
+}
+
 export async function openRedisVia(ex: Executor, url: RedisUrl, timeoutMs = 5000): Promise<{ redis: Redis } & Closable> {
   const { tunnelServer } = await import('../remote/ssh.js');
   const { Redis } = await import('ioredis');

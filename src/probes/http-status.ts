@@ -4,6 +4,7 @@
  */
 import { request, type RequestOptions } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { HostUnreachableError } from '../errors.js';
 import type { Executor } from '../remote/types.js';
 
 export interface StatusAnswer {
@@ -14,11 +15,15 @@ export interface StatusAnswer {
   startTime: number | undefined;
   /** Why it is not healthy, in a few words. */
   problem: string | undefined;
+  /** The host itself did not answer (SSH down, dropped, or silent): not the same as a server still starting. */
+  unreachable: boolean;
   headers: Record<string, string | string[] | undefined>;
 }
 
 export async function getStatus(executor: Executor, port: number, timeoutMs = 5000): Promise<StatusAnswer> {
-  const none = (problem: string): StatusAnswer => ({ httpStatus: undefined, success: false, version: undefined, startTime: undefined, problem, headers: {} });
+  let unreachable = false;
+  let tunnelOpened = false;
+  const none = (problem: string): StatusAnswer => ({ httpStatus: undefined, success: false, version: undefined, startTime: undefined, problem, headers: {}, unreachable });
   return new Promise<StatusAnswer>((resolveAnswer) => {
     let done = false;
     const finish = (a: StatusAnswer) => {
@@ -29,6 +34,8 @@ export async function getStatus(executor: Executor, port: number, timeoutMs = 50
       }
     };
     const timer = setTimeout(() => {
+      // No answer at all within the time, not even a refusal: the host, not the server, is silent.
+      if (!tunnelOpened) unreachable = true;
       req.destroy();
       finish(none(`no answer within ${timeoutMs / 1000} s`));
     }, timeoutMs);
@@ -40,9 +47,15 @@ export async function getStatus(executor: Executor, port: number, timeoutMs = 50
         method: 'GET',
         headers: { Connection: 'close' },
         createConnection: (_opts: unknown, oncreate: (err: Error | null, socket: Duplex) => void) => {
-          executor.openTunnel('127.0.0.1', port).then(
-            (s) => oncreate(null, s),
-            (e: Error) => oncreate(e, undefined as unknown as Duplex),
+          executor.openTunnel('127.0.0.1', port, { timeoutMs }).then(
+            (s) => {
+              tunnelOpened = true;
+              oncreate(null, s);
+            },
+            (e: Error) => {
+              if (e instanceof HostUnreachableError) unreachable = true;
+              oncreate(e, undefined as unknown as Duplex);
+            },
           );
           return undefined;
         },
@@ -75,6 +88,7 @@ export async function getStatus(executor: Executor, port: number, timeoutMs = 50
                     ? 'success is not true'
                     : undefined,
             headers: res.headers,
+            unreachable: false,
           });
         });
       },
@@ -85,6 +99,7 @@ export async function getStatus(executor: Executor, port: number, timeoutMs = 50
 }
 
 function shortNetError(e: Error & { code?: string }): string {
+  if (e instanceof HostUnreachableError) return `the host does not answer (${e.message.replace(/^[^:]+: /, '')})`;
   if (e.code === 'ECONNRESET' || /reset|closed/i.test(e.message)) return 'the connection was closed without an answer';
   if (/refused|Connection refused|open failed/i.test(e.message)) return 'connection refused (nothing listens yet)';
   return e.message.split('\n')[0] ?? 'no answer';

@@ -26,21 +26,6 @@ export const docker = {
     ...(o.timestamps ? ['--timestamps'] : []),
     name,
   ],
-  /** A one-off container (the migrate step): same image and .env, on a loopback-only port. */
-  runDetached: (o: { name: string; image: string; envFile: string; publish: string; volumes: string[]; args: string[] }): Argv => [
-    'docker',
-    'run',
-    '--detach',
-    '--name',
-    o.name,
-    '--env-file',
-    o.envFile,
-    '--publish',
-    o.publish,
-    ...o.volumes.flatMap((v) => ['--volume', v]),
-    o.image,
-    ...o.args,
-  ],
   /** Names of containers publishing a host port. */
   publishing: (port: number): Argv => ['docker', 'ps', '--all', '--filter', `publish=${port}`, '--format', '{{.Names}}'],
 };
@@ -72,6 +57,29 @@ export const compose = {
   create: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'up', '--no-start', '--force-recreate', '--remove-orphans'],
   stop: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'stop', '--timeout', '10'],
   down: (flavor: ComposeFlavor, project: string, dir: string): Argv => [...compose.base(flavor, project, dir), 'down', '--remove-orphans', '--timeout', '10'],
+  /**
+   * The migrate step's one-off container: the service of `file` (the master's compose file,
+   * rendered for the new image) run by compose itself, so its environment comes from the same
+   * env_file parsed by the same parser as the real container's, byte for byte. `run` publishes
+   * only what --publish names (a loopback port), and never the service's own ports.
+   */
+  runOnce: (flavor: ComposeFlavor, project: string, dir: string, file: string, o: { name: string; publish: string; service: string }): Argv => [
+    ...(flavor === 'v2' ? ['docker', 'compose'] : ['docker-compose']),
+    '--project-name',
+    project,
+    '--project-directory',
+    dir,
+    '--file',
+    file,
+    'run',
+    '--detach',
+    '--no-deps',
+    '--name',
+    o.name,
+    '--publish',
+    o.publish,
+    o.service,
+  ],
 };
 
 export const nginx = {
@@ -82,17 +90,48 @@ export const nginx = {
 
 export const files = {
   /** A node's folders in one round trip: data/ and logs/ for the server, the tool's own folders private. */
-  layout: (dir: string, stateDir: string, previousDir: string): Argv => [
+  layout: (dir: string, stateDir: string, releasesDir: string): Argv => [
     'sh',
     '-c',
     'mkdir -p -- "$1/data" "$1/logs" && mkdir -p -m 700 -- "$2" "$3"',
     'sh',
     dir,
     stateDir,
-    previousDir,
+    releasesDir,
+  ],
+  /** Copies the node's deployed files into a new release folder (private), in one round trip. */
+  snapshotRelease: (dir: string, releaseDir: string): Argv => [
+    'sh',
+    '-c',
+    'mkdir -p -m 700 -- "$2" && cp -p -- "$1/docker-compose.yml" "$1/.env" "$2/"',
+    'sh',
+    dir,
+    releaseDir,
+  ],
+  /** Every release's id and release.json: `=== ID` then the file. */
+  listReleases: (releasesDir: string): Argv => [
+    'sh',
+    '-c',
+    'for f in "$1"/*/release.json; do [ -f "$f" ] || continue; d=${f%/release.json}; echo "=== ${d##*/}"; cat -- "$f"; echo; done',
+    'sh',
+    releasesDir,
+  ],
+  /**
+   * Removes a node's folder only if it is ours: its state.json names this cluster. An inventory
+   * error (a cluster.dir that is a system folder) can then never become `rm -rf` of that folder.
+   */
+  purgeIfOurs: (dir: string, cluster: string): Argv => [
+    'sh',
+    '-c',
+    'if [ -f "$1/.newapi-cluster/state.json" ] && grep -qF -- "$3" "$1/.newapi-cluster/state.json"; then rm -rf -- "$1"; else echo "no state.json of cluster $2 in $1: not removed" >&2; exit 3; fi',
+    'sh',
+    dir,
+    cluster,
+    // state.json is written with JSON.stringify(state, null, 2): this line names the cluster.
+    `"cluster": ${JSON.stringify(cluster)}`,
   ],
   remove: (...paths: string[]): Argv => ['rm', '-f', '--', ...paths],
-  removeTree: (path: string): Argv => ['rm', '-rf', '--', path],
+  removeTree: (...paths: string[]): Argv => ['rm', '-rf', '--', ...paths],
   /** Appends stdin to a file (the audit log); sh's own argument, never interpolated. */
   append: (path: string): Argv => ['sh', '-c', 'cat >> "$1"', 'sh', path],
   /** Free space of the nearest existing folder at or above `path`, in KiB. */

@@ -14,8 +14,9 @@ import { join, posix } from 'node:path';
 import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthMethod, ClientChannel, ConnectConfig, ParsedKey, SFTPWrapper } from 'ssh2';
-import { CliError, InputError, errorMessage } from '../errors.js';
+import { CliError, HostUnreachableError, InputError, errorMessage } from '../errors.js';
 import { commandFailedError, shownCommand } from './command-error.js';
+import { bounded } from './deadline.js';
 import {
   appendHostKey,
   checkHostKey,
@@ -27,7 +28,7 @@ import {
   type KnownHostsEntry,
 } from './known-hosts.js';
 import { toCommandLine } from './quote.js';
-import type { Argv, ExecOptions, ExecResult, Executor, SshTarget } from './types.js';
+import type { Argv, ExecOptions, ExecResult, Executor, OpOptions, SshTarget } from './types.js';
 
 const { Client, utils } = ssh2;
 type SshClient = InstanceType<typeof Client>;
@@ -43,6 +44,8 @@ export interface SshPoolOptions {
   keepaliveIntervalMs?: number;
   /** Default for ExecOptions.timeoutMs. Default 120 s. */
   execTimeoutMs?: number;
+  /** Default deadline of an upload, a file read or a tunnel open. Default 30 s. */
+  opTimeoutMs?: number;
   /** ssh-agent socket; default SSH_AUTH_SOCK. */
   agentSocket?: string;
   /** Output kept per stream of one command. Default 16 MiB. */
@@ -59,6 +62,7 @@ export interface PoolStats {
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_KEEPALIVE_MS = 5_000;
 const DEFAULT_EXEC_TIMEOUT_MS = 120_000;
+const DEFAULT_OP_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 // OpenSSH's MaxSessions defaults to 10 session channels per connection; one is kept for SFTP.
 const MAX_EXEC_SESSIONS = 9;
@@ -113,9 +117,25 @@ class Semaphore {
   constructor(size: number) {
     this.free = size;
   }
-  async acquire(): Promise<() => void> {
+  /** Waits for a free slot; a signal that aborts meanwhile leaves the queue without taking one. */
+  async acquire(signal?: AbortSignal): Promise<() => void> {
     if (this.free > 0) this.free--;
-    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else {
+      await new Promise<void>((resolve, reject) => {
+        const waiter = (): void => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = (): void => {
+          const i = this.waiting.indexOf(waiter);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+        };
+        if (signal?.aborted) return onAbort();
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.waiting.push(waiter);
+      });
+    }
     let released = false;
     return () => {
       if (released) return;
@@ -130,6 +150,8 @@ class Semaphore {
 /** One live, authenticated connection and what is shared over it. */
 class Connection {
   closed = false;
+  /** Settles when the connection closes: operations in flight on it fail at once. */
+  readonly whenClosed: Promise<void>;
   readonly sessions = new Semaphore(MAX_EXEC_SESSIONS);
   private sftpSession: Promise<SFTPWrapper> | undefined;
 
@@ -137,8 +159,11 @@ class Connection {
     readonly client: SshClient,
     readonly target: SshTarget,
   ) {
-    client.once('close', () => {
-      this.closed = true;
+    this.whenClosed = new Promise<void>((resolve) => {
+      client.once('close', () => {
+        this.closed = true;
+        resolve();
+      });
     });
   }
 
@@ -169,10 +194,11 @@ class Connection {
   async end(): Promise<void> {
     if (this.closed) return;
     await new Promise<void>((resolve) => {
+      // A host that answers closes at once; one that went silent is not waited for.
       const timer = setTimeout(() => {
-        this.client.destroy();
+        destroySocket(this.client);
         resolve();
-      }, 2_000);
+      }, 500);
       this.client.once('close', () => {
         clearTimeout(timer);
         resolve();
@@ -273,9 +299,13 @@ export class SshPool {
       };
       const jumpConn = await this.connection(jumpTarget);
       try {
-        sock = await forwardOut(jumpConn.client, target.host, target.port);
+        sock = await bounded(
+          { label: target.label, what: `reach ${target.host}:${target.port} through the jump host`, timeoutMs: this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, closed: jumpConn.whenClosed },
+          () => forwardOut(jumpConn.client, target.host, target.port),
+          (late) => late.destroy(),
+        );
       } catch (err) {
-        throw new CliError(
+        throw new HostUnreachableError(
           `${target.label}: jump host ${target.jumpHost} cannot reach ${target.host}:${target.port}: ${errorMessage(err)}`,
           {
             node: target.label,
@@ -337,7 +367,7 @@ export class SshPool {
       const fail = (err: unknown): void => {
         if (settled) return;
         settled = true;
-        client.destroy();
+        destroySocket(client);
         reject(hostKeyError ?? connectError(target, err, this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS));
       };
       client.once('ready', () => {
@@ -477,20 +507,21 @@ function connectError(target: SshTarget, err: unknown, timeoutMs: number): CliEr
     );
   }
   if (e.level === 'client-timeout') {
-    return new CliError(`${target.label}: SSH connection to ${address} timed out after ${timeoutMs / 1000} s`, opts(`${listening} A firewall may be dropping the connection`));
+    return new HostUnreachableError(`${target.label}: SSH connection to ${address} timed out after ${timeoutMs / 1000} s`, opts(`${listening} A firewall may be dropping the connection`));
   }
   switch (e.code) {
     case 'ECONNREFUSED':
-      return new CliError(`${target.label}: SSH connection to ${address} refused`, opts(listening));
+      return new HostUnreachableError(`${target.label}: SSH connection to ${address} refused`, opts(listening));
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new CliError(`${target.label}: cannot resolve ${target.host}`, opts('check the host name in the inventory and your DNS'));
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
     case 'ETIMEDOUT':
-      return new CliError(`${target.label}: cannot reach ${address} (${e.code})`, opts(listening));
+    case 'ECONNRESET':
+      return new HostUnreachableError(`${target.label}: cannot reach ${address} (${e.code})`, opts(listening));
     default:
-      return new CliError(`${target.label}: SSH connection to ${address} failed: ${e.message ?? String(err)}`, opts(listening));
+      return new HostUnreachableError(`${target.label}: SSH connection to ${address} failed: ${e.message ?? String(err)}`, opts(listening));
   }
 }
 
@@ -556,21 +587,25 @@ export class SshExecutor implements Executor {
     return asText(await this.run(argv, opts, input));
   }
 
-  async upload(path: string, content: string | Buffer, mode: number): Promise<void> {
+  async upload(path: string, content: string | Buffer, mode: number, opts: OpOptions = {}): Promise<void> {
     if (!path.startsWith('/')) throw new Error(`upload: the remote path must be absolute, got ${path}`);
-    const data = Buffer.from(content);
+    const conn = await this.connectWithin(opts);
+    await this.bounded(conn, `write ${path}`, opts, (signal) => this.uploadOn(conn, path, Buffer.from(content), mode, signal));
+  }
+
+  private async uploadOn(conn: Connection, path: string, data: Buffer, mode: number, signal: AbortSignal): Promise<void> {
     const dir = posix.dirname(path);
     const name = posix.basename(path);
-    const conn = await this.pool.connection(this.target);
     const sftp = await conn.sftp();
     const suffix = randomBytes(6).toString('hex');
     const sibling = `${dir}/.${name}.tmp-${suffix}`;
+    const exec = (argv: Argv, o: ExecOptions = {}) => this.exec(argv, { ...o, signal, timeoutMs: 30_000 });
 
     if (!this.target.sudo) {
-      await this.exec(['mkdir', '-p', dir]);
+      await exec(['mkdir', '-p', dir]);
       try {
         await sftpWrite(sftp, sibling, data, mode);
-        await this.renameOver(sftp, sibling, path);
+        await this.renameOver(sftp, sibling, path, signal);
       } catch (err) {
         await sftpUnlink(sftp, sibling);
         throw this.fileError('write', path, err);
@@ -590,12 +625,12 @@ export class SshExecutor implements Executor {
       } catch (err) {
         throw this.fileError('write', staged, err);
       }
-      await this.exec(['mkdir', '-p', dir]);
+      await exec(['mkdir', '-p', dir]);
       try {
-        await this.exec(['install', '-m', mode.toString(8).padStart(4, '0'), staged, sibling]);
-        await this.exec(['mv', '-f', sibling, path]);
+        await exec(['install', '-m', mode.toString(8).padStart(4, '0'), staged, sibling]);
+        await exec(['mv', '-f', sibling, path]);
       } catch (err) {
-        await this.exec(['rm', '-f', sibling], { allowFailure: true }).catch(() => undefined);
+        await this.exec(['rm', '-f', sibling], { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
         throw err;
       }
     } finally {
@@ -603,31 +638,36 @@ export class SshExecutor implements Executor {
     }
   }
 
-  async readFile(path: string): Promise<Buffer | undefined> {
+  async readFile(path: string, opts: OpOptions = {}): Promise<Buffer | undefined> {
     if (this.target.sudo) {
-      const cat = await this.run(['cat', path], { allowFailure: true });
+      const timeoutMs = opts.timeoutMs ?? this.pool.options.opTimeoutMs ?? DEFAULT_OP_TIMEOUT_MS;
+      const o: ExecOptions = { allowFailure: true, timeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) };
+      const cat = await this.run(['cat', path], o);
       if (cat.code === 0) return cat.stdout;
       // Tell "missing" from "unreadable" without depending on the language of cat's message.
-      const exists = await this.run(['test', '-e', path], { allowFailure: true });
+      const exists = await this.run(['test', '-e', path], o);
       if (exists.code !== 0) return undefined;
       throw commandFailedError(this.target, toCommandLine(['cat', path], { sudo: true }), cat.code, cat.stderr.toString('utf8'));
     }
-    const conn = await this.pool.connection(this.target);
-    const sftp = await conn.sftp();
-    return new Promise((resolve, reject) => {
-      sftp.readFile(path, (err: (Error & { code?: number }) | null | undefined, data: Buffer) => {
-        if (err === undefined || err === null) resolve(data);
-        else if (err.code === utils.sftp.STATUS_CODE.NO_SUCH_FILE) resolve(undefined);
-        else reject(this.fileError('read', path, err));
+    const conn = await this.connectWithin(opts);
+    return this.bounded(conn, `read ${path}`, opts, async () => {
+      const sftp = await conn.sftp();
+      return new Promise<Buffer | undefined>((resolve, reject) => {
+        sftp.readFile(path, (err: (Error & { code?: number }) | null | undefined, data: Buffer) => {
+          if (err === undefined || err === null) resolve(data);
+          else if (err.code === utils.sftp.STATUS_CODE.NO_SUCH_FILE) resolve(undefined);
+          else reject(this.fileError('read', path, err));
+        });
       });
     });
   }
 
-  async openTunnel(host: string, port: number): Promise<Duplex> {
-    const conn = await this.pool.connection(this.target);
+  async openTunnel(host: string, port: number, opts: OpOptions = {}): Promise<Duplex> {
+    const conn = await this.connectWithin(opts);
     try {
-      return await forwardOut(conn.client, host, port);
+      return await this.bounded(conn, `open a tunnel to ${host}:${port}`, opts, () => forwardOut(conn.client, host, port), (late) => late.destroy());
     } catch (err) {
+      if (err instanceof CliError) throw err;
       throw new CliError(`${this.target.label}: cannot open a tunnel from ${this.target.host} to ${host}:${port}: ${errorMessage(err)}`, {
         node: this.target.label,
         hint: `is something listening on ${host}:${port} as seen from ${this.target.host}? (its sshd must also allow AllowTcpForwarding)`,
@@ -636,11 +676,32 @@ export class SshExecutor implements Executor {
     }
   }
 
+  /**
+   * The pooled connection, waited for no longer than the call's own deadline allows (a run that
+   * is stopping gives every call a few seconds, and a reconnect to a vanished host would take more).
+   */
+  private connectWithin(opts: { timeoutMs?: number; signal?: AbortSignal }): Promise<Connection> {
+    const connectMs = this.pool.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const limit = opts.timeoutMs !== undefined && opts.timeoutMs > 0 && Number.isFinite(opts.timeoutMs) ? Math.min(opts.timeoutMs, connectMs + 5_000) : connectMs + 5_000;
+    return bounded({ label: this.target.label, what: `connect to ${this.target.host}`, timeoutMs: limit, signal: opts.signal }, () => this.pool.connection(this.target));
+  }
+
+  /** An operation on `conn` under the call's deadline (default the pool's), its signal, and the connection's life. */
+  private bounded<T>(conn: Connection, what: string, opts: OpOptions, run: (signal: AbortSignal) => Promise<T>, onLate?: (value: T) => void): Promise<T> {
+    const controller = new AbortController();
+    const timeoutMs = opts.timeoutMs ?? this.pool.options.opTimeoutMs ?? DEFAULT_OP_TIMEOUT_MS;
+    return bounded(
+      { label: this.target.label, what, timeoutMs, signal: opts.signal, closed: conn.whenClosed },
+      () => run(controller.signal),
+      onLate,
+    ).finally(() => controller.abort(new Error('settled')));
+  }
+
   async close(): Promise<void> {
     await this.pool.closeConnection(this.target);
   }
 
-  private async renameOver(sftp: SFTPWrapper, from: string, to: string): Promise<void> {
+  private async renameOver(sftp: SFTPWrapper, from: string, to: string, signal: AbortSignal): Promise<void> {
     // SFTP v3's plain rename refuses to replace an existing file; OpenSSH's posix-rename
     // extension is rename(2), atomic and replacing. Servers without it get `mv -f`, also rename(2).
     try {
@@ -649,7 +710,7 @@ export class SshExecutor implements Executor {
       });
     } catch (err) {
       if (!/does not support/.test(errorMessage(err))) throw err;
-      await this.exec(['mv', '-f', from, to]);
+      await this.exec(['mv', '-f', from, to], { signal, timeoutMs: 30_000 });
     }
   }
 
@@ -668,13 +729,39 @@ export class SshExecutor implements Executor {
   private async run(argv: Argv, opts: ExecOptions, input?: NodeJS.ReadableStream): Promise<RawResult> {
     const commandLine = toCommandLine(argv, { sudo: this.target.sudo });
     opts.signal?.throwIfAborted();
-    const conn = await this.pool.connection(this.target);
-    const release = await conn.sessions.acquire();
+    const conn = await this.connectWithin(opts);
+    const release = await this.bounded(conn, `start \`${shownCommand(commandLine)}\``, opts.signal ? { signal: opts.signal } : {}, (signal) => conn.sessions.acquire(signal), (late) => late());
     try {
       for (let attempt = 0; ; attempt++) {
         try {
           return await new Promise<RawResult>((resolve, reject) => {
+            // Opening the session is bounded too: on a connection whose peer went silent, ssh2
+            // would call back only when the keepalive gives up, ~20 s later.
+            let answered = false;
+            let gaveUp = false;
+            const giveUp = (err: Error) => {
+              if (answered || gaveUp) return;
+              gaveUp = true;
+              clearTimeout(timer);
+              opts.signal?.removeEventListener('abort', onAbort);
+              reject(err);
+            };
+            const openMs = opts.timeoutMs ?? this.pool.options.execTimeoutMs ?? DEFAULT_EXEC_TIMEOUT_MS;
+            const timer =
+              openMs > 0 && Number.isFinite(openMs)
+                ? setTimeout(() => giveUp(new HostUnreachableError(`${this.target.label}: no answer within ${formatSeconds(openMs)} to start \`${shownCommand(commandLine)}\``, { node: this.target.label, hint: 'the host stopped answering: check that it is up and reachable, then run again' })), openMs)
+                : undefined;
+            const onAbort = () => giveUp(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
+            opts.signal?.addEventListener('abort', onAbort, { once: true });
+            void conn.whenClosed.then(() => giveUp(new HostUnreachableError(`${this.target.label}: lost the connection to ${this.target.host} while starting \`${shownCommand(commandLine)}\``, { node: this.target.label, hint: 'check the network to the host and run again' })));
             conn.client.exec(commandLine, (err, channel) => {
+              if (gaveUp) {
+                if (err === undefined || err === null) channel.close();
+                return;
+              }
+              answered = true;
+              clearTimeout(timer);
+              opts.signal?.removeEventListener('abort', onAbort);
               if (err !== undefined && err !== null) reject(new ChannelOpenError(err));
               // Wired synchronously: ssh2 handles every packet of a read in one go, so the exit
               // status of a fast command can arrive before an awaiting caller would get to listen.
@@ -689,7 +776,7 @@ export class SshExecutor implements Executor {
             await new Promise((r) => setTimeout(r, 25 * 2 ** attempt));
             continue;
           }
-          throw new CliError(`${this.target.label}: cannot start \`${shownCommand(commandLine)}\`: ${err.cause.message}`, {
+          throw new (conn.closed ? HostUnreachableError : CliError)(`${this.target.label}: cannot start \`${shownCommand(commandLine)}\`: ${err.cause.message}`, {
             node: this.target.label,
             hint: conn.closed
               ? `the SSH connection to ${this.target.host} dropped; run again`
@@ -780,7 +867,7 @@ export class SshExecutor implements Executor {
     channel.on('close', () => {
       if (exitCode === undefined) {
         finish(
-          new CliError(`${label}: lost the connection to ${this.target.host} while running \`${shown}\``, {
+          new HostUnreachableError(`${label}: lost the connection to ${this.target.host} while running \`${shown}\``, {
             node: label,
             hint: 'check the network to the host and run again',
           }),
@@ -814,6 +901,17 @@ export class SshExecutor implements Executor {
       channel.end();
     }
   }
+}
+
+/**
+ * Closes the client's socket for good. ssh2's own destroy() does nothing once end() has been
+ * called (the socket is no longer writable): a connection to a host that went silent would then
+ * stay half-closed, waiting for a FIN that never comes, and keep the process alive for minutes.
+ */
+function destroySocket(client: SshClient): void {
+  const sock = (client as unknown as { _sock?: { destroy(): void } })._sock;
+  if (sock) sock.destroy();
+  else client.destroy();
 }
 
 class ChannelOpenError extends Error {

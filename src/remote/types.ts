@@ -37,6 +37,12 @@ export interface ExecOptions {
   signal?: AbortSignal;
 }
 
+/** For file transfers and tunnels: a deadline (default: the pool's) and a cancel signal. */
+export interface OpOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
 export interface ExecResult {
   code: number;
   stdout: string;
@@ -47,11 +53,11 @@ export interface Executor {
   readonly target: SshTarget;
   exec(argv: Argv, opts?: ExecOptions): Promise<ExecResult>;
   /** Atomic write: temporary file in the same folder, chmod, then rename over the target. Creates parent folders. */
-  upload(path: string, content: string | Buffer, mode: number): Promise<void>;
+  upload(path: string, content: string | Buffer, mode: number, opts?: OpOptions): Promise<void>;
   /** Reads a remote file; undefined if it does not exist. */
-  readFile(path: string): Promise<Buffer | undefined>;
+  readFile(path: string, opts?: OpOptions): Promise<Buffer | undefined>;
   /** A TCP connection to host:port as seen from this host (ssh direct-tcpip). */
-  openTunnel(host: string, port: number): Promise<Duplex>;
+  openTunnel(host: string, port: number, opts?: OpOptions): Promise<Duplex>;
   /** Streams a local readable into a remote command's stdin (e.g. `docker save | ssh docker load`). */
   execWithInput(argv: Argv, input: NodeJS.ReadableStream, opts?: ExecOptions): Promise<ExecResult>;
   close(): Promise<void>;

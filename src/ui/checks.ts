@@ -1,8 +1,8 @@
-import type { CliContext } from '../cli/context.js';
+import type { PrintEnv } from './output.js';
 import type { CheckResult } from '../probes/checks.js';
 import { table } from './table.js';
 
-export function printChecks(ctx: CliContext, results: CheckResult[]): void {
+export function printChecks(ctx: PrintEnv, results: CheckResult[]): void {
   const { out, style } = ctx;
   const failed = results.filter((r) => r.status === 'fail');
   if (out.json) {

@@ -67,3 +67,9 @@ export class Output {
     this.stdout.write(`${this.redact(JSON.stringify(value, null, 2))}\n`);
   }
 }
+
+/** What printers need: where to write and how to style it. */
+export interface PrintEnv {
+  out: Output;
+  style: import('chalk').ChalkInstance;
+}

@@ -3,8 +3,16 @@
  * timestamped lines otherwise (pipes, CI, --json). Orchestration only calls `phase`; it never
  * knows which one it talks to.
  */
-import type { CliContext } from '../cli/context.js';
+import type { ChalkInstance } from 'chalk';
 import { mapLimitSettled } from '../remote/limit.js';
+import type { Output } from './output.js';
+
+/** What progress needs to know: where to write, and whether a person watches a terminal. */
+export interface ProgressEnv {
+  out: Output;
+  style: ChalkInstance;
+  interactive: boolean;
+}
 
 export interface PhaseTask {
   title: string;
@@ -24,13 +32,13 @@ export interface Progress {
   info(text: string): void;
 }
 
-export async function makeProgress(ctx: CliContext): Promise<Progress> {
+export async function makeProgress(ctx: ProgressEnv): Promise<Progress> {
   if (ctx.interactive && !ctx.out.json) return new ListrProgress(ctx);
   return new PlainProgress(ctx);
 }
 
 class PlainProgress implements Progress {
-  constructor(private readonly ctx: CliContext) {}
+  constructor(private readonly ctx: ProgressEnv) {}
 
   info(text: string): void {
     this.ctx.out.log(text);
@@ -59,7 +67,7 @@ class PlainProgress implements Progress {
 }
 
 class ListrProgress implements Progress {
-  constructor(private readonly ctx: CliContext) {}
+  constructor(private readonly ctx: ProgressEnv) {}
 
   info(text: string): void {
     this.ctx.out.note(text);

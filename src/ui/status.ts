@@ -1,9 +1,9 @@
-import type { CliContext } from '../cli/context.js';
+import type { PrintEnv } from './output.js';
 import { describeHolder } from '../orchestrate/lock.js';
 import type { ClusterStatus } from '../orchestrate/status.js';
 import { table } from './table.js';
 
-export function printStatus(ctx: CliContext, s: ClusterStatus): void {
+export function printStatus(ctx: PrintEnv, s: ClusterStatus): void {
   const { out, style } = ctx;
   if (out.json) {
     out.printJson(s);

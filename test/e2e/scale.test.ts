@@ -31,7 +31,10 @@ describe('scale under load', () => {
     expect(report.failures).toEqual([]);
     expect(report.sent).toBeGreaterThan(10);
     // Gated before the balancer knew it.
-    expect(r.stderr.indexOf('Start slave-3 on')).toBeLessThan(r.stderr.indexOf('Add slave-3 to the balancer'));
+    const started = r.stderr.indexOf('✔   Start slave-3 on');
+    expect(started).toBeGreaterThan(-1);
+    expect(started).toBeLessThan(r.stderr.indexOf('Write the inventory: add slave-3'));
+    expect(r.stderr.indexOf('Write the inventory: add slave-3')).toBeLessThan(r.stderr.indexOf('Update the balancer: nginx -t passed, reloaded'));
     expect(changedLines(before, readFileSync(inventory, 'utf8'))).toEqual(['+  - { name: slave-3, host: 10.77.0.14, weight: 2 }']);
     expect(await hostExec('lb', 'cat /etc/nginx/conf.d/new-api.conf')).toMatch(/server 10\.77\.0\.14:3000 weight=2 /);
     const hits = await hitBalancer(40);

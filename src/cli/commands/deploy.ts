@@ -12,7 +12,8 @@ export function registerDeploy(program: Command, getContext: () => CliContext): 
     .action(async (file: string | undefined, opts: { dryRun: boolean; only?: string[] }) => {
       const ctx = getContext();
       const loaded = await loadForCommand(ctx, inventoryPath(ctx, file));
-      const { runDeploy, selectNodes } = await import('../../orchestrate/deploy.js');
+      const { runDeploy } = await import('../../orchestrate/deploy.js');
+      const { selectNodes } = await import('../../orchestrate/work.js');
       selectNodes(loaded.inventory.nodes, opts.only); // bad names are bad input: exit 2 before any network
       await runDeploy(ctx, loaded, { dryRun: opts.dryRun, only: opts.only });
     });

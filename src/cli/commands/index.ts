@@ -10,6 +10,7 @@ import { registerScale } from './scale.js';
 import { registerInit } from './init.js';
 import { registerRender } from './render.js';
 import { registerValidate } from './validate.js';
+import { registerBackup } from './backup.js';
 
 export function registerCommands(program: Command, getContext: () => CliContext): void {
   registerInit(program, getContext);
@@ -22,4 +23,5 @@ export function registerCommands(program: Command, getContext: () => CliContext)
   registerScale(program, getContext);
   registerUpgrade(program, getContext);
   registerLogs(program, getContext);
+  registerBackup(program, getContext);
 }

@@ -12,25 +12,28 @@ export function registerUpgrade(program: Command, getContext: () => CliContext):
     .requiredOption('--to <version>', 'version to upgrade to, e.g. v0.9.21')
     .option('--batch <n|p%>', 'slaves per batch (default rollout.batchSize)')
     .option('--dry-run', 'print the schedule; change nothing', false)
-    .action(async (file: string | undefined, opts: { rolling: boolean; to: string; batch?: string; dryRun: boolean }) => {
+    .option('--allow-downgrade', 'allow --to to name an older version than the cluster runs', false)
+    .action(async (file: string | undefined, opts: { rolling: boolean; to: string; batch?: string; dryRun: boolean; allowDowngrade: boolean }) => {
       const { runUpgrade, parseBatch, verifyVersion } = await import('../../orchestrate/upgrade.js');
       if (!opts.rolling) throw new InputError('upgrade needs --rolling', 'only rolling upgrades are supported: newapi-cluster upgrade --rolling --to vX.Y.Z');
       verifyVersion(opts.to);
       const batch = parseBatch(opts.batch);
       const ctx = getContext();
       const loaded = await loadForCommand(ctx, inventoryPath(ctx, file));
-      await runUpgrade(ctx, loaded, { to: opts.to, batch, dryRun: opts.dryRun });
+      await runUpgrade(ctx, loaded, { to: opts.to, batch, dryRun: opts.dryRun, allowDowngrade: opts.allowDowngrade });
     });
 
   program
     .command('rollback')
-    .description('return every node to its previous deployed version, slave-first')
+    .description('return every node to its previous release (or a kept release of --to), slave-first')
     .argument('[inventory]', 'inventory file')
+    .option('--to <version>', 'a release still kept on the nodes (see newapi-cluster releases)')
     .option('--dry-run', 'print the schedule; change nothing', false)
-    .action(async (file: string | undefined, opts: { dryRun: boolean }) => {
+    .action(async (file: string | undefined, opts: { dryRun: boolean; to?: string }) => {
+      const { runRollback, verifyVersion } = await import('../../orchestrate/upgrade.js');
+      if (opts.to !== undefined) verifyVersion(opts.to);
       const ctx = getContext();
       const loaded = await loadForCommand(ctx, inventoryPath(ctx, file));
-      const { runRollback } = await import('../../orchestrate/upgrade.js');
       await runRollback(ctx, loaded, opts);
     });
 }

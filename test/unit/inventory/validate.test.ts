@@ -31,7 +31,11 @@ const clearHint = (v: string) => `move it to .newapi-cluster.env as ${v}=… and
 const CLEAR = 'holds a secret written in clear in the inventory';
 const unsetHint = (v: string) => `export ${v}=… or add ${v}=… to .newapi-cluster.env`;
 const LINE_BREAK: [string, string] = ['contains a line break', 'environment values must fit on one line'];
-const QUOTE: [string, string] = ["contains a single quote ('), which the node's .env file cannot carry", 'choose a value without single quotes'];
+const QUOTE_AND_DOLLAR: [string, string] = [
+  "contains both a single quote (') and $ before a letter, _, $ or {: compose v2 expands such a $ unless the value is in single quotes, and single quotes cannot carry a single quote (older compose v2 keeps the backslash of \\')",
+  'choose a value without one of the two',
+];
+const V1_VARIABLE: [string, string] = ['contains ${…}, which compose v1 replaces with a variable even inside quotes (a .env file has no escape for it)', 'choose a value without ${…}'];
 
 function parse(inv: RawInventory | string, vars: Record<string, string | undefined> = FAKE_VARS): LoadedInventory {
   return parseInventory(typeof inv === 'string' ? inv : toYaml(inv), {
@@ -146,6 +150,13 @@ const badCases: BadCase[] = [
   { name: 'cluster/port a string', mutate: (i) => (i.cluster.port = '3000'), problems: [E('cluster/port: should be a number, not a string')] },
   { name: 'ssh/port 0', mutate: (i) => (i.ssh = { port: 0 }), problems: [E('ssh/port: should be a port number from 1 to 65535', PORT_HINT)] },
   { name: 'node ssh/port 0', mutate: (i) => (i.nodes[1].ssh = { port: 0 }), problems: [E('nodes/1/ssh/port: should be a port number from 1 to 65535', PORT_HINT)] },
+  {
+    name: 'ssh/configFile true',
+    mutate: (i) => (i.ssh = { configFile: true }),
+    problems: [E('ssh/configFile: should be a file path or false', 'e.g. ~/.ssh/config, or false to ignore any ssh config')],
+  },
+  { name: 'ssh/configFile with a line break', mutate: (i) => (i.ssh = { configFile: 'a\nb' }), problems: [E('ssh/configFile: should be a file path on one line', 'remove the line break')] },
+  { name: 'node ssh/configFile (top level only)', mutate: (i) => (i.nodes[1].ssh = { configFile: false }), problems: [E('nodes/1/ssh/configFile: unknown key', 'known keys here: user, port, identityFile, knownHostsFile, jumpHost, sudo')] },
   { name: 'loadBalancer/listen 65536', mutate: (i) => (i.loadBalancer.listen = 65536), problems: [E('loadBalancer/listen: should be a port number from 1 to 65535', PORT_HINT)] },
   {
     name: 'balancer listen = cluster.port on a node host',
@@ -191,7 +202,7 @@ const badCases: BadCase[] = [
   { name: 'MySQL DSN without tcp()', mutate: (i) => (i.database.dsn = 'newapi:pw@10.0.0.5:3306/new-api'), problems: [E('database/dsn: expected the MySQL form user:password@tcp(host:3306)/database', DSN_HINT)] },
   { name: 'MySQL DSN without database', mutate: (i) => (i.database.dsn = '${SQL_USER}@tcp(10.0.0.5:3306)/'), vars: { ...FAKE_VARS, SQL_USER: 'newapi' }, problems: [E('database/dsn: the MySQL DSN names no database (…@tcp(host:3306)/database)', DSN_HINT)] },
   { name: 'MySQL DSN without user', mutate: (i) => (i.database.dsn = ':pw@tcp(10.0.0.5:3306)/new-api'), problems: [E('database/dsn: the MySQL DSN has no user (user:password@tcp(host:3306)/database)', DSN_HINT)] },
-  { name: 'MySQL DSN with a bad port', mutate: (i) => (i.database.dsn = 'newapi:pw@tcp(10.0.0.5:99999)/new-api'), problems: [E('database/dsn: the port "99999" is not a valid port', DSN_HINT)] },
+  { name: 'MySQL DSN with a bad port', mutate: (i) => (i.database.dsn = 'newapi:pw@tcp(10.0.0.5:99999)/new-api'), problems: [E('database/dsn: the port inside tcp(…) is not a port number from 1 to 65535', DSN_HINT)] },
   { name: 'MySQL DSN with an empty tcp()', mutate: (i) => (i.database.dsn = 'newapi:pw@tcp()/new-api'), problems: [E('database/dsn: the DSN has no host inside tcp(…)', DSN_HINT)] },
   // DSNs: PostgreSQL form
   { name: 'postgres DSN without host', mutate: (i) => (i.database.dsn = 'postgres:///new-api'), problems: [E('database/dsn: the PostgreSQL DSN has no host', DSN_HINT)] },
@@ -204,12 +215,12 @@ const badCases: BadCase[] = [
   { name: 'Redis URL with http scheme', mutate: (i) => (i.redis.url = 'http://10.0.0.6:6379'), problems: [E('redis/url: expected redis://[user]:password@host:6379[/db]', REDIS_HINT)] },
   { name: 'Redis URL not a URL', mutate: (i) => (i.redis.url = '10.0.0.6:6379'), problems: [E('redis/url: expected redis://[user]:password@host:6379[/db]', REDIS_HINT)] },
   { name: 'Redis URL without host', mutate: (i) => (i.redis.url = 'redis://'), problems: [E('redis/url: the Redis URL has no host', REDIS_HINT)] },
-  { name: 'Redis URL with a non-numeric db', mutate: (i) => (i.redis.url = 'redis://10.0.0.6:6379/cache'), problems: [E('redis/url: the Redis database "cache" is not a number', REDIS_HINT)] },
+  { name: 'Redis URL with a non-numeric db', mutate: (i) => (i.redis.url = 'redis://10.0.0.6:6379/cache'), problems: [E('redis/url: the Redis database (after host:port/) is not a number', REDIS_HINT)] },
   {
-    name: 'Redis URL with a single quote (from a variable)',
+    name: 'Redis URL with a single quote and a $NAME (from a variable)',
     mutate: (i) => (i.redis.url = '${REDIS_CONN_STRING}'),
-    vars: { ...FAKE_VARS, REDIS_CONN_STRING: "redis://default:it's-a-password@10.0.0.6:6379/0" },
-    problems: [E(`redis/url: ${QUOTE[0]}`, QUOTE[1])],
+    vars: { ...FAKE_VARS, REDIS_CONN_STRING: "redis://default:it's-$a-password@10.0.0.6:6379/0" },
+    problems: [E(`redis/url: ${QUOTE_AND_DOLLAR[0]}`, QUOTE_AND_DOLLAR[1])],
   },
 
   // secrets
@@ -229,9 +240,14 @@ const badCases: BadCase[] = [
     problems: [E('secrets/cryptoSecret: should be at least 32 characters', SECRET_HINT)],
   },
   {
-    name: 'secret with a single quote (from the secrets file)',
-    vars: { ...FAKE_VARS, SESSION_SECRET: `${FAKE.sessionSecret}'` },
-    problems: [E(`secrets/sessionSecret: ${QUOTE[0]}`, QUOTE[1])],
+    name: 'secret with a single quote and a $NAME (from the secrets file)',
+    vars: { ...FAKE_VARS, SESSION_SECRET: `${FAKE.sessionSecret}'$x` },
+    problems: [E(`secrets/sessionSecret: ${QUOTE_AND_DOLLAR[0]}`, QUOTE_AND_DOLLAR[1])],
+  },
+  {
+    name: 'secret with ${…} (from the secrets file)',
+    vars: { ...FAKE_VARS, CRYPTO_SECRET: `${FAKE.cryptoSecret}\${x}` },
+    problems: [E(`secrets/cryptoSecret: ${V1_VARIABLE[0]}`, V1_VARIABLE[1])],
   },
   {
     name: 'secret with a line break (from the secrets file)',
@@ -305,7 +321,8 @@ const badCases: BadCase[] = [
     problems: [E('cluster/env/REDIS_CONN_POOL_SIZE: is not read by New API', 'remove it')],
   },
   { name: 'env value with a newline', mutate: (i) => (i.cluster.env = { BANNER: 'a\nNODE_TYPE=master' }), problems: [E(`cluster/env/BANNER: ${LINE_BREAK[0]}`, LINE_BREAK[1])] },
-  { name: 'env value with a single quote', mutate: (i) => (i.cluster.env = { BANNER: "it's" }), problems: [E(`cluster/env/BANNER: ${QUOTE[0]}`, QUOTE[1])] },
+  { name: 'env value with a single quote and a $NAME', mutate: (i) => (i.cluster.env = { BANNER: "it's $HOME" }), problems: [E(`cluster/env/BANNER: ${QUOTE_AND_DOLLAR[0]}`, QUOTE_AND_DOLLAR[1])] },
+  { name: 'env value with ${…} (written $${ in the inventory)', mutate: (i) => (i.cluster.env = { TEMPLATE: '$${HOME}' }), problems: [E(`cluster/env/TEMPLATE: ${V1_VARIABLE[0]}`, V1_VARIABLE[1])] },
   {
     name: 'env key not a variable name',
     mutate: (i) => (i.cluster.env = { 'A=B': 'x' }),
@@ -410,9 +427,12 @@ describe('parseInventory accepts', () => {
     ['an IPv6 host', (i) => (i.nodes[1].host = 'fe80::1')],
     ['loadBalancer type none without host', (i) => (i.loadBalancer = { type: 'none' })],
     ['a PostgreSQL DSN from a variable', (i) => (i.database.dsn = '${LOG_SQL_DSN}')],
-    ['$${ as a literal ${', (i) => (i.cluster.env = { TEMPLATE: '$${HOME}' })],
+    ['$${ as a literal ${', (i) => (i.cluster.env = { TEMPLATE: '$${HOME' })],
+    ['a single quote in cluster.env', (i) => (i.cluster.env = { BANNER: "it's" })],
     ['numbers and booleans in cluster.env', (i) => (i.cluster.env = { STREAMING_TIMEOUT: 300, ERROR_LOG_ENABLED: true })],
     ['drainSeconds equal to the interval', (i) => (i.rollout = { drainSeconds: 5 })],
+    ['ssh.configFile false', (i) => (i.ssh = { configFile: false })],
+    ['ssh.configFile a path', (i) => (i.ssh = { configFile: './ssh_config', user: 'deploy' })],
     ['an image pinned by digest', (i) => (i.cluster.image = `calciumion/new-api@sha256:${'a'.repeat(64)}`)],
     ['a release-candidate tag', (i) => (i.cluster.image = 'calciumion/new-api:v0.9.21-rc.1')],
   ];
@@ -441,14 +461,15 @@ describe('parseInventory accepts', () => {
     ]);
     expect(inventory.database.dsn).toBe(FAKE_VARS.SQL_DSN);
     expect(inventory.secrets).toEqual({ sessionSecret: FAKE.sessionSecret, cryptoSecret: FAKE.cryptoSecret });
-    expect(inventory.ssh).toEqual({ user: 'root', port: 22, knownHostsFile: '~/.ssh/known_hosts', sudo: false });
-    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10 });
+    // No ssh defaults here: remote/ssh-config.ts applies them after the ssh config.
+    expect(inventory.ssh).toEqual({});
+    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3 });
     expect(inventory.loadBalancer).toEqual({ type: 'nginx', host: '10.0.0.10', listen: 80, serverName: 'api.example.com', configPath: '/etc/nginx/conf.d/new-api.conf' });
   });
 
   it('reads $${ as a literal ${ and turns env scalars into text', () => {
-    const { inventory } = parse(mutated((i) => (i.cluster.env = { TEMPLATE: '$${HOME}', STREAMING_TIMEOUT: 300, ERROR_LOG_ENABLED: true })));
-    expect(inventory.cluster.env).toEqual({ TEMPLATE: '${HOME}', STREAMING_TIMEOUT: '300', ERROR_LOG_ENABLED: 'true' });
+    const { inventory } = parse(mutated((i) => (i.cluster.env = { TEMPLATE: '$${HOME', STREAMING_TIMEOUT: 300, ERROR_LOG_ENABLED: true })));
+    expect(inventory.cluster.env).toEqual({ TEMPLATE: '${HOME', STREAMING_TIMEOUT: '300', ERROR_LOG_ENABLED: 'true' });
   });
 });
 
@@ -536,7 +557,8 @@ describe('problem messages never echo a secret', () => {
     ['a postgres DSN with a bad port', (i: RawInventory) => (i.database.dsn = `postgres://newapi:${FAKE.dbPassword}@10.0.0.5:99999/db`)],
     ['a Redis URL with a bad database', (i: RawInventory) => (i.redis.url = `redis://default:${FAKE.redisPassword}@10.0.0.6:6379/x`)],
     ['a Redis URL with a bad port', (i: RawInventory) => (i.redis.url = `redis://default:${FAKE.redisPassword}@10.0.0.6:99999`)],
-    ['a secret with a quote', (i: RawInventory) => (i.secrets.sessionSecret = `${FAKE.sessionSecret}'`)],
+    ['a secret with a quote and a $NAME', (i: RawInventory) => (i.secrets.sessionSecret = `${FAKE.sessionSecret}'$x`)],
+    ['a secret with ${…}', (i: RawInventory) => (i.secrets.sessionSecret = `${FAKE.sessionSecret}$\${x}`)],
     ['a secret with a line break', (i: RawInventory) => (i.secrets.cryptoSecret = `${FAKE.cryptoSecret}\nX=1`)],
   ])('%s', (_name, mutate) => {
     const err = problemsOf(() => parse(mutated(mutate)));

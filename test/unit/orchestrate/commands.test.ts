@@ -39,20 +39,12 @@ describe('docker', () => {
     expect(docker.logs('prod-new-api', { tail: '5', follow: false })).toEqual(['docker', 'logs', '--tail', '5', 'prod-new-api']);
   });
 
-  it('builds the migrate container run', () => {
-    expect(
-      docker.runDetached({
-        name: 'prod-new-api-migrate',
-        image: 'calciumion/new-api:v0.9.21',
-        envFile: '/opt/new-api/.env',
-        publish: '127.0.0.1:39300:3000',
-        volumes: ['/opt/new-api/data:/data'],
-        args: ['--log-dir', '/app/logs'],
-      }),
-    ).toEqual([
-      'docker', 'run', '--detach', '--name', 'prod-new-api-migrate', '--env-file', '/opt/new-api/.env', '--publish', '127.0.0.1:39300:3000',
-      '--volume', '/opt/new-api/data:/data', 'calciumion/new-api:v0.9.21', '--log-dir', '/app/logs',
+  it('builds the migrate container run: compose run of one service, on a loopback port only', () => {
+    expect(compose.runOnce('v1', 'prod', '/opt/new-api', '/opt/new-api/.newapi-cluster/migrate.yml', { name: 'prod-new-api-migrate', publish: '127.0.0.1:39300:3000', service: 'new-api' })).toEqual([
+      'docker-compose', '--project-name', 'prod', '--project-directory', '/opt/new-api', '--file', '/opt/new-api/.newapi-cluster/migrate.yml',
+      'run', '--detach', '--no-deps', '--name', 'prod-new-api-migrate', '--publish', '127.0.0.1:39300:3000', 'new-api',
     ]);
+    expect(compose.runOnce('v2', 'prod', '/opt/new-api', '/x.yml', { name: 'n', publish: 'p', service: 's' }).slice(0, 2)).toEqual(['docker', 'compose']);
   });
 
   it('builds image and container queries', () => {
@@ -76,9 +68,44 @@ describe('files', () => {
 
   it('ends options before paths', () => {
     expect(files.remove('-rf', '/x')).toEqual(['rm', '-f', '--', '-rf', '/x']);
-    expect(toCommandLine(files.layout('/opt/new api', '/opt/new api/.s', '/opt/new api/.s/previous'))).toBe(
-      `sh -c 'mkdir -p -- "$1/data" "$1/logs" && mkdir -p -m 700 -- "$2" "$3"' sh '/opt/new api' '/opt/new api/.s' '/opt/new api/.s/previous'`,
+    expect(toCommandLine(files.layout('/opt/new api', '/opt/new api/.s', '/opt/new api/.s/releases'))).toBe(
+      `sh -c 'mkdir -p -- "$1/data" "$1/logs" && mkdir -p -m 700 -- "$2" "$3"' sh '/opt/new api' '/opt/new api/.s' '/opt/new api/.s/releases'`,
     );
+    expect(files.removeTree('/a', '/b c')).toEqual(['rm', '-rf', '--', '/a', '/b c']);
     expect(files.listening(39300)).toEqual(['sh', '-c', 'ss -Hltn "sport = :$1" 2>/dev/null | head -n 1', 'sh', '39300']);
+  });
+});
+
+describe('files.purgeIfOurs, run by a real sh', () => {
+  const run = async (argv: readonly string[]) => {
+    const { spawnSync } = await import('node:child_process');
+    return spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+  };
+  const folder = async (state: object | undefined) => {
+    const { mkdtemp, mkdir, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'purge-'));
+    await mkdir(join(dir, '.newapi-cluster'));
+    if (state) await writeFile(join(dir, '.newapi-cluster/state.json'), `${JSON.stringify(state, null, 2)}\n`);
+    return dir;
+  };
+  const exists = async (p: string) => (await import('node:fs/promises')).access(p).then(() => true, () => false);
+
+  it('removes a folder whose state.json names this cluster', async () => {
+    const dir = await folder({ cluster: 'lab', node: 'slave-3', image: 'x:v1', files: {} });
+    const r = await run(files.purgeIfOurs(dir, 'lab'));
+    expect([r.status, r.stderr]).toEqual([0, '']);
+    expect(await exists(dir)).toBe(false);
+  });
+
+  it('keeps a folder of another cluster, or with no state.json, and says why (exit 3)', async () => {
+    for (const state of [{ cluster: 'lab-2', image: 'x', files: {} }, undefined]) {
+      const dir = await folder(state);
+      const r = await run(files.purgeIfOurs(dir, 'lab'));
+      expect(r.status).toBe(3);
+      expect(r.stderr).toBe(`no state.json of cluster lab in ${dir}: not removed\n`);
+      expect(await exists(dir)).toBe(true);
+    }
   });
 });

@@ -1,6 +1,6 @@
 /** Slaves split into rollout batches: a number of nodes, or a percentage of them (never zero). */
 import { describe, expect, it } from 'vitest';
-import { batchesOf } from '../../../src/orchestrate/rollout.js';
+import { batchesOf } from '../../../src/plan/steps.js';
 
 const slaves = (n: number) => Array.from({ length: n }, (_, i) => `slave-${i + 1}`);
 

@@ -1,10 +1,11 @@
 /**
- * Dry-run diffs of secret files: which variables change is visible (a fingerprint per value),
- * the values never are.
+ * Dry-run diffs of secret files: which variables change is visible (a mark per value, keyed by a
+ * random per-run key, so it cannot be checked against guesses), the values never are — whether
+ * the key looks secret or only the value came from a ${VAR}.
  */
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { fileDiff, redactEnvFile } from '../../../src/plan/diff.js';
-import { sha256 } from '../../../src/plan/state.js';
+import { fileDiff, redactEnvFile, secretMark } from '../../../src/plan/diff.js';
 
 const OLD = {
   session: 'fake-old-session-secret-0123456789abcdefghij',
@@ -30,7 +31,7 @@ const envFile = (s: typeof OLD, extra = '') =>
     '',
   ].join('\n');
 
-const fingerprint = (value: string) => `<secret sha256:${sha256(value).slice(0, 8)}>`;
+const fingerprint = (value: string) => secretMark(value);
 
 describe('redactEnvFile', () => {
   const text = envFile(OLD);
@@ -89,5 +90,42 @@ describe('fileDiff', () => {
     const diff = fileDiff('/opt/new-api/docker-compose.yml', 'image: a:v1\n', 'image: a:v2\n', false);
     expect(diff).toContain('-image: a:v1');
     expect(diff).toContain('+image: a:v2');
+  });
+});
+
+describe('secretMark', () => {
+  it('is the same for equal values and differs for others, within a run', () => {
+    expect(secretMark('a-secret-value')).toBe(secretMark('a-secret-value'));
+    expect(secretMark('a-secret-value')).not.toBe(secretMark('another-value'));
+    expect(secretMark('a-secret-value')).toMatch(/^<secret #[0-9a-f]{8}>$/);
+  });
+
+  it('is not an unsalted hash of the value (a dictionary of guesses cannot match it)', () => {
+    for (const algo of ['sha256', 'sha1', 'md5']) {
+      const plain = createHash(algo).update('a-secret-value').digest('hex');
+      expect(secretMark('a-secret-value')).not.toContain(plain.slice(0, 8));
+    }
+  });
+});
+
+describe('redaction by value', () => {
+  const proxy = 'http://ops:Pr0xyPassw0rd@proxy.internal:3128';
+
+  it('hides a line whose key looks harmless when its value holds a value from a ${VAR}', () => {
+    const text = `HTTPS_PROXY=${proxy}\nERROR_LOG_ENABLED=true\n`;
+    const redacted = redactEnvFile(text, ['Pr0xyPassw0rd']);
+    expect(redacted).not.toContain('Pr0xyPassw0rd');
+    expect(redacted).toContain(`HTTPS_PROXY=${secretMark(proxy)}`);
+    expect(redacted).toContain('ERROR_LOG_ENABLED=true');
+  });
+
+  it('hides it in a quoted value too', () => {
+    const redacted = redactEnvFile(`HTTPS_PROXY='${proxy} x'\n`, [proxy]);
+    expect(redacted).not.toContain(proxy);
+  });
+
+  it('passes the secrets through fileDiff', () => {
+    const diff = fileDiff('/opt/new-api/.env', undefined, `HTTPS_PROXY=${proxy}\n`, true, [proxy]);
+    expect(diff).not.toContain('Pr0xyPassw0rd');
   });
 });

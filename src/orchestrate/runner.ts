@@ -1,0 +1,122 @@
+/**
+ * The one owner of a run that changes hosts. Commands only build plans (deploy.ts, upgrade.ts,
+ * scale.ts); this opens the session, takes and keeps the lock, gathers facts and runs the
+ * pre-flight side by side, prints the plan for --dry-run, and otherwise runs the plan's steps in
+ * order — the lock verified before each, a stop signal honoured between them — and closes with a
+ * summary, or with "Where things stand" when the run failed or was stopped. The lock is released
+ * and every connection closed whatever happens; a hard quit still tries a one-second release.
+ */
+import { ExitCode, InterruptedError, LockLostError, errorMessage } from '../errors.js';
+import type { LoadedInventory } from '../inventory/load.js';
+import type { InventoryNode } from '../inventory/schema.js';
+import { changesHosts, type Plan } from '../plan/steps.js';
+import type { TemplateSources } from '../render/templates.js';
+import { makeProgress, type Progress } from '../ui/progress.js';
+import { printPlan, printSummary, printWhereThingsStand, standing } from '../ui/report.js';
+import { Balancer } from './balancer.js';
+import { preflight } from './check.js';
+import { ClusterLock } from './lock.js';
+import type { RunEnv } from './run-env.js';
+import { Session } from './session.js';
+import { runStep, type RunState } from './steps.js';
+
+export interface OperationSpec {
+  /** The command as the lock, the audit log and the report name it. */
+  command: string;
+  dryRun: boolean;
+  templates: TemplateSources;
+  /** Nodes whose pre-flight checks must pass before anything changes. */
+  checkNodes: (session: Session) => InventoryNode[];
+  /** Read-only: gather facts from the hosts and build the plan. */
+  plan: (session: Session, progress: Progress, balancer: Balancer) => Promise<Plan>;
+}
+
+export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: OperationSpec): Promise<RunState> {
+  const session = await Session.open(env, loaded);
+  const progress = await makeProgress(env);
+  const state: RunState = { operation: spec.command, outcomes: new Map(), excluded: new Set(), changed: false, notes: [] };
+  const stop = env.signals.stop;
+  let lock: ClusterLock | undefined;
+  let plan: Plan | undefined;
+  let balancer: Balancer | undefined;
+  let unhook: (() => void) | undefined;
+  try {
+    if (spec.dryRun) {
+      plan = await spec.plan(session, progress, new Balancer(session, spec.templates));
+      printPlan(env, plan, session.inv, loaded.secretValues);
+      return state;
+    }
+    await progress.step(`Take the lock on cluster ${session.project}`, async () => {
+      lock = await ClusterLock.acquire({
+        open: (avoid) => session.openLockStore(avoid),
+        cluster: session.project,
+        operator: session.operator,
+        command: spec.command,
+        clock: session.clock,
+        note: (text) => progress.info(text),
+      });
+    });
+    const held = lock!;
+    // A hard quit: every call in flight is abandoned, nothing more changes, the lock gets one second.
+    unhook = env.signals.onHardQuit(() => {
+      session.abortAll(new InterruptedError('quitting at once (second signal)', env.signals.received ?? 'SIGINT'));
+      return held.releaseWithin(1_000);
+    });
+    balancer = new Balancer(session, spec.templates, () => held.verify());
+    const b = balancer;
+
+    // Both only read: facts are gathered while the checks run, and used only if they pass.
+    const planned = spec.plan(session, progress, b);
+    planned.catch(() => undefined);
+    const nodes = spec.checkNodes(session);
+    if (nodes.length > 0 || b.enabled) await preflight(session, progress, nodes);
+    plan = await planned;
+    for (const w of plan.warnings) progress.info(`! ${w}`);
+
+    const cx = { session, progress, balancer: b, state, stop };
+    for (const step of plan.steps) {
+      if (stop.aborted) throw stopped(env, state);
+      if (changesHosts(step)) await held.verify();
+      await runStep(cx, step);
+    }
+    if (stop.aborted && state.changed) progress.info('stop requested after the last step: the run had finished');
+    printSummary(env, plan, state);
+    return state;
+  } catch (e) {
+    const error = classify(env, state, e);
+    if (lock && (state.changed || error instanceof InterruptedError || error instanceof LockLostError)) {
+      const b = balancer;
+      const rows = standing(session.inv, plan, state, (name) => (b?.enabled ? b.place(name) : 'unmanaged'));
+      printWhereThingsStand(env, rows, state);
+    }
+    throw error;
+  } finally {
+    unhook?.();
+    if (lock) await lock.releaseWithin(5_000);
+    await session.close();
+  }
+}
+
+function stopped(env: RunEnv, state: RunState): InterruptedError {
+  const signal = env.signals.received ?? 'SIGINT';
+  return new InterruptedError(
+    state.changed
+      ? `interrupted (${signal}): stopped after the step in hand; every healthy node is in the balancer`
+      : `interrupted (${signal}) before anything was changed`,
+    signal,
+  );
+}
+
+/** A failure that happened because the run was stopping is reported as the stop it is. */
+function classify(env: RunEnv, state: RunState, e: unknown): unknown {
+  if (!env.signals.stop.aborted) return e;
+  if (e instanceof LockLostError) return e;
+  if (e instanceof InterruptedError) {
+    const signal = env.signals.received ?? 'SIGINT';
+    return e.exitCode === ExitCode.interrupted && signal !== 'SIGINT' ? new InterruptedError(e.message, signal) : e;
+  }
+  const signal = env.signals.received ?? 'SIGINT';
+  const base = stopped(env, state);
+  return new InterruptedError(`${base.message.replace(/; every healthy node is in the balancer$/, '')}: ${errorMessage(e)}`, signal);
+}
+

@@ -1,0 +1,426 @@
+/**
+ * Running the steps of a plan (plan/steps.ts builds them). Each function does one kind of step
+ * and keeps the run's ledger (`RunState`) exact, so that whatever happens the report can say
+ * where every node stands.
+ *
+ * Replacing serving nodes without failing a request: a batch is drained from the balancer, left
+ * to finish in-flight work for drainSeconds (New API has no graceful shutdown and keeps batched
+ * quota in memory for batchUpdate.interval), recreated, health-gated, and only then put back. A
+ * batch that fails its gate is returned to its previous files and version, gated again, and put
+ * back; a node whose host stopped answering stays out of the balancer.
+ */
+import { CliError, HostUnreachableError, InterruptedError, errorMessage } from '../errors.js';
+import { parseImageRef } from '../inventory/image.js';
+import type { InventoryNode } from '../inventory/schema.js';
+import type { NodeWork } from '../plan/plan.js';
+import { parseState, sha256, statePaths } from '../plan/state.js';
+import type { Step } from '../plan/steps.js';
+import { compose, docker, files } from '../remote/commands.js';
+import { mapLimit } from '../remote/limit.js';
+import { containerName } from '../render/render.js';
+import type { Progress } from '../ui/progress.js';
+import type { Balancer } from './balancer.js';
+import { ensureImage } from './images.js';
+import { waitHealthy } from './health.js';
+import { writeInventoryText } from './inventory-edit.js';
+import { runMigrations } from './migrate.js';
+import { audit, composeCreate, composeUp, ensureLayout, recordState, writeNodeFiles } from './node-files.js';
+import type { Session } from './session.js';
+
+export type NodeAction = 'unchanged' | 'started' | 'recreated' | 'readmitted' | 'recorded' | 'rolled-back' | 'failed' | 'lost' | 'removed' | 'drained';
+
+export interface NodeOutcome {
+  node: string;
+  action: NodeAction;
+  /** The image the node runs now, as far as this run knows. */
+  image: string | undefined;
+  detail: string;
+}
+
+/** The run's ledger: what happened to each node, and who this run keeps out of the balancer. */
+export interface RunState {
+  operation: string;
+  outcomes: Map<string, NodeOutcome>;
+  /** Nodes left out of the balancer on purpose: not healthy, failed, lost, removed. */
+  excluded: Set<string>;
+  /** Whether any step changed a host yet. */
+  changed: boolean;
+  /** Things the report must say (a backup to restore, say). */
+  notes: string[];
+  /** Set by the final balancer step. */
+  balancerChanged?: boolean;
+}
+
+export interface StepContext {
+  session: Session;
+  progress: Progress;
+  balancer: Balancer;
+  state: RunState;
+  /** Aborted on the first stop signal: steps that can still be undone cheaply undo and stop. */
+  stop: AbortSignal;
+}
+
+export async function runStep(cx: StepContext, step: Step): Promise<void> {
+  switch (step.kind) {
+    case 'images':
+      return ensureImages(cx, step.work);
+    case 'backup':
+      throw new CliError('backups are not available in this version', { hint: 'set rollout.backupBeforeMigrate: false' });
+    case 'migrate':
+      cx.state.changed = true;
+      return cx.progress.step(`Run the ${parseImageRef(step.image).tag ?? step.image} migrations once on ${cx.session.master.name}`, (report) => runMigrations(cx.session, step.files, step.image, report));
+    case 'start':
+      return startNodes(cx, step.first, step.rest, step.admit);
+    case 'batch':
+      return rollBatch(cx, step.work);
+    case 'readmit':
+      return readmit(cx, step.work, step.admit);
+    case 'record':
+      return cx.progress.step(`Record the deployed state of ${names(step.work)}`, async () => {
+        await mapLimit(step.work, cx.session.inv.rollout.maxParallel, async (w) => {
+          await recordState(cx.session, w.files, w.plan.image, w.facts, cx.state.operation);
+          setOutcome(cx, w.plan.node, 'recorded', w.plan.image, 'already right; state recorded');
+        });
+      });
+    case 'balancer':
+      return updateBalancer(cx);
+    case 'remove':
+      return removeNode(cx, step.node, step.purge);
+    case 'inventory':
+      return cx.progress.step(`Write the inventory: ${step.what}`, () => writeInventoryText(cx.session.loaded.path, step.text));
+  }
+}
+
+const names = (work: readonly NodeWork[]) => work.map((w) => w.plan.node.name).join(', ');
+
+function setOutcome(cx: StepContext, node: InventoryNode, action: NodeAction, image: string | undefined, detail: string): void {
+  cx.state.outcomes.set(node.name, { node: node.name, action, image, detail });
+}
+
+async function ensureImages(cx: StepContext, work: NodeWork[]): Promise<void> {
+  await cx.progress.phase(
+    'Make the image present on every node',
+    work.map((w) => ({
+      title: `Make ${w.plan.image} present on ${w.plan.node.name}`,
+      run: async (report) => {
+        report(await ensureImage(cx.session, w.plan.node, w.plan.image, report));
+      },
+    })),
+    { concurrency: cx.session.inv.rollout.maxParallel },
+  );
+}
+
+/**
+ * Nodes that serve no traffic yet: start them and gate them; no draining needed. `first` (the
+ * master on a first deploy) starts alone — New API migrates only on the master, and a slave must
+ * not meet an unmigrated schema (issue #4144) — while the others get their files and a created,
+ * not started, container, so they only have to start afterwards.
+ */
+async function startNodes(cx: StepContext, first: NodeWork[], rest: NodeWork[], admit: boolean): Promise<void> {
+  const { session, progress, state } = cx;
+  state.changed = true;
+  const start = (w: NodeWork, prepared: () => boolean) => ({
+    title: `Start ${w.plan.node.name} on ${w.plan.image}`,
+    run: async (report: (t: string) => void) => {
+      const node = w.plan.node;
+      try {
+        await replaceNode(session, w, report, prepared());
+        await recordState(session, w.files, w.plan.image, w.facts, state.operation);
+        setOutcome(cx, node, 'started', w.plan.image, w.plan.reasons.join(', '));
+        state.excluded.delete(node.name);
+        if (admit && cx.balancer.enabled) {
+          cx.balancer.set([node.name], 'in');
+          await cx.balancer.apply();
+        }
+      } catch (e) {
+        state.excluded.add(node.name);
+        setOutcome(cx, node, e instanceof HostUnreachableError ? 'lost' : 'failed', w.facts.container.image, errorMessage(e));
+        // A node that never served is stopped again rather than left crash-looping (its host permitting).
+        if (!(e instanceof HostUnreachableError) && !w.facts.container.exists) await stopContainer(session, node).catch(() => undefined);
+        throw e;
+      }
+    },
+  });
+  const concurrency = session.inv.rollout.maxParallel;
+  const prepared = new Set<NodeWork>();
+  for (const w of [...first, ...rest]) state.excluded.add(w.plan.node.name);
+  if (first.length > 0) {
+    await progress.phase(
+      `Start ${names(first)} first${rest.length ? '; prepare the others' : ''}`,
+      [
+        ...first.map((w) => start(w, () => false)),
+        ...rest.map((w) => ({
+          title: `Prepare ${w.plan.node.name}: files and container, not started`,
+          run: async () => {
+            await ensureLayout(session, w.plan.node);
+            await writeNodeFiles(session, w.plan);
+            await composeCreate(session, w.plan.node);
+            prepared.add(w);
+          },
+        })),
+      ],
+      { concurrency: Math.max(concurrency, first.length + 1) },
+    );
+  }
+  if (rest.length === 0) return;
+  if (cx.stop.aborted) throw new InterruptedError('stopped before starting the other nodes');
+  await progress.phase(rest.length === 1 ? `Start ${rest[0]!.plan.node.name}` : `Start ${rest.length} nodes`, rest.map((w) => start(w, () => prepared.has(w))), { concurrency });
+}
+
+/** Files, container, health gate. */
+async function replaceNode(session: Session, w: NodeWork, report: (t: string) => void, prepared = false): Promise<void> {
+  if (prepared) {
+    report('starting the prepared container');
+    await session.on(w.plan.node).exec(docker.start(containerName(session.inv)), { timeoutMs: 120_000 });
+  } else {
+    await ensureLayout(session, w.plan.node);
+    await writeNodeFiles(session, w.plan);
+    report('recreating the container');
+    await composeUp(session, w.plan.node, w.facts.container.exists);
+  }
+  await waitHealthy(session, w.plan.node, { image: w.plan.image, report });
+}
+
+async function stopContainer(session: Session, node: InventoryNode): Promise<void> {
+  const flavor = await session.composeFlavor(node);
+  await session.on(node).exec(compose.down(flavor, session.project, session.inv.cluster.dir), { allowFailure: true, timeoutMs: 120_000 });
+}
+
+/** Serving nodes, drained first; the batch is one unit: all of it moves, or all of it goes back. */
+async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
+  const { session, progress, balancer, state } = cx;
+  const nodes = batch.map((w) => w.plan.node);
+  const label = nodes.map((n) => n.name).join(', ');
+  const drainSeconds = session.inv.rollout.drainSeconds;
+
+  let stoppedWhileDraining = false;
+  await progress.step(`Drain ${label} from the balancer`, async (report) => {
+    if (!balancer.enabled) {
+      report('no balancer managed (loadBalancer.type: none): take the nodes out by hand');
+      return;
+    }
+    balancer.set(nodes.map((n) => n.name), 'drained');
+    state.changed = true;
+    await balancer.apply();
+    report(`waiting ${drainSeconds} s for in-flight requests`);
+    try {
+      await session.clock.sleep(drainSeconds * 1000, AbortSignal.any([cx.stop, session.aborted]));
+    } catch {
+      // Stopped while nothing but the balancer changed: undoing is putting the batch back.
+      stoppedWhileDraining = true;
+    }
+  });
+  if (stoppedWhileDraining) {
+    await putBack(cx, nodes, label);
+    throw new InterruptedError(`stopped before ${label} ${nodes.length === 1 ? 'was' : 'were'} recreated; ${nodes.length === 1 ? 'it is' : 'they are'} back in the balancer`);
+  }
+
+  const failures: { work: NodeWork; error: unknown }[] = [];
+  await progress
+    .phase(
+      `Replace ${label}`,
+      batch.map((w) => ({
+        title: `Recreate ${w.plan.node.name} on ${w.plan.image}`,
+        run: async (report) => {
+          try {
+            await replaceNode(session, w, report);
+          } catch (e) {
+            failures.push({ work: w, error: e });
+            throw e;
+          }
+        },
+      })),
+      { concurrency: batch.length },
+    )
+    .catch(() => undefined);
+
+  if (failures.length === 0) {
+    // Recorded only once the whole batch passed: a batch that goes back leaves no node claiming the new version.
+    for (const w of batch) {
+      await recordState(session, w.files, w.plan.image, w.facts, state.operation);
+      setOutcome(cx, w.plan.node, 'recreated', w.plan.image, w.plan.reasons.join(', '));
+    }
+  } else {
+    await returnBatch(cx, batch, failures);
+  }
+
+  await putBack(cx, nodes.filter((n) => !state.excluded.has(n.name)), label, nodes.filter((n) => state.excluded.has(n.name)));
+  if (failures.length > 0) {
+    const first = failures[0]!;
+    const stranded = nodes.filter((n) => state.excluded.has(n.name)).map((n) => n.name);
+    const lost = nodes.filter((n) => state.outcomes.get(n.name)?.action === 'lost').map((n) => n.name);
+    throw new CliError(`${first.work.plan.node.name}: ${errorMessage(first.error).replace(/^[^:]+: /, '')}`, {
+      node: first.work.plan.node.name,
+      hint: stranded.length
+        ? `${stranded.join(', ')} ${stranded.length === 1 ? 'is' : 'are'} out of the balancer${lost.length ? ` (${lost.join(', ')}: the host does not answer)` : ' (could not return to the previous version)'}; the other nodes keep serving. Once the host is back, run the command again; see newapi-cluster status`
+        : `the batch (${label}) was returned to its previous version and is serving; fix the cause, then run the command again`,
+    });
+  }
+}
+
+/** Every node of a failed batch goes back to what it had before this run, unless its host is gone. */
+async function returnBatch(cx: StepContext, batch: NodeWork[], failures: { work: NodeWork; error: unknown }[]): Promise<void> {
+  const { session, progress, state } = cx;
+  const label = names(batch);
+  await progress
+    .phase(
+      `Roll back ${label}`,
+      batch.map((w) => ({
+        title: `Return ${w.plan.node.name} to ${w.facts.container.image ?? 'its previous files'}`,
+        run: async (report) => {
+          const node = w.plan.node;
+          const failed = failures.find((f) => f.work === w);
+          if (failed && failed.error instanceof HostUnreachableError) {
+            state.excluded.add(node.name);
+            setOutcome(cx, node, 'lost', undefined, errorMessage(failed.error));
+            report('the host does not answer: left out of the balancer');
+            return;
+          }
+          try {
+            await restoreNode(session, w, report);
+            setOutcome(cx, node, 'rolled-back', w.facts.container.image, failed ? errorMessage(failed.error) : 'rolled back with its batch');
+            await audit(session, node, state.operation, { from: w.plan.image, to: w.facts.container.image, result: 'rolled back' }).catch(() => undefined);
+          } catch (e) {
+            state.excluded.add(node.name);
+            setOutcome(cx, node, e instanceof HostUnreachableError ? 'lost' : 'failed', undefined, `could not return to the previous version: ${errorMessage(e)}`);
+            throw e;
+          }
+        },
+      })),
+      { concurrency: batch.length },
+    )
+    .catch(() => undefined);
+}
+
+/** Back to what the node had before this run: its files and its container. */
+async function restoreNode(session: Session, w: NodeWork, report: (t: string) => void): Promise<void> {
+  const ex = session.on(w.plan.node);
+  const before = w.facts.files;
+  const hadFiles = Object.values(before).every((c) => c !== undefined);
+  if (!hadFiles || !w.facts.container.exists) {
+    report('stopping the new container');
+    await stopContainer(session, w.plan.node);
+    return;
+  }
+  for (const file of [w.files.compose, w.files.env]) {
+    const content = before[file.path];
+    if (content !== undefined) await ex.upload(file.path, content, file.mode);
+  }
+  report('recreating the container on its previous files');
+  await composeUp(session, w.plan.node, true);
+  await waitHealthy(session, w.plan.node, { image: w.facts.container.image ?? w.plan.image, report });
+}
+
+/** Healthy nodes back in; nodes that cannot serve (failed, lost) out of the upstream altogether. */
+async function putBack(cx: StepContext, nodes: InventoryNode[], label: string, out: InventoryNode[] = []): Promise<void> {
+  await cx.progress.step(`Put ${label} back in the balancer`, async (report) => {
+    if (!cx.balancer.enabled) return;
+    cx.balancer.set(nodes.map((n) => n.name), 'in');
+    cx.balancer.set(out.map((n) => n.name), 'out');
+    await cx.balancer.apply();
+    if (out.length > 0) report(`${out.map((n) => n.name).join(', ')} left out`);
+  });
+}
+
+/** Nodes an earlier run left out, right as they are: gate them, then put them back. */
+async function readmit(cx: StepContext, work: NodeWork[], admit: boolean): Promise<void> {
+  cx.state.changed = true;
+  await cx.progress.phase(
+    `Put back ${names(work)} (left out of the balancer by an earlier run)`,
+    work.map((w) => ({
+      title: `Health-gate ${w.plan.node.name} and put it back`,
+      run: async (report) => {
+        const node = w.plan.node;
+        try {
+          await waitHealthy(cx.session, node, { image: w.facts.container.image ?? w.plan.image, report });
+        } catch (e) {
+          cx.state.excluded.add(node.name);
+          setOutcome(cx, node, e instanceof HostUnreachableError ? 'lost' : 'failed', w.facts.container.image, errorMessage(e));
+          throw e;
+        }
+        // An earlier run may have recreated it and stopped before recording it (a lost lock, a
+        // stop): what it runs now is recorded, so releases and rollback see it.
+        if (!recorded(w)) await recordState(cx.session, w.files, w.plan.image, w.facts, cx.state.operation);
+        if (admit && cx.balancer.enabled) {
+          cx.balancer.set([node.name], 'in');
+          await cx.balancer.apply();
+        }
+        setOutcome(cx, node, 'readmitted', w.facts.container.image, 'healthy; back in the balancer');
+      },
+    })),
+    { concurrency: cx.session.inv.rollout.maxParallel },
+  );
+}
+
+async function updateBalancer(cx: StepContext): Promise<void> {
+  const { balancer, session, state } = cx;
+  if (!balancer.enabled) return;
+  await cx.progress.step('Update the balancer', async (report) => {
+    // Only nodes this run gated go in; a node an earlier run left out stays out unless this run proved it healthy.
+    const gated = session.inv.nodes.filter((n) => ['started', 'readmitted', 'recreated'].includes(state.outcomes.get(n.name)?.action ?? '') && !state.excluded.has(n.name));
+    balancer.set(
+      gated.map((n) => n.name),
+      'in',
+    );
+    balancer.set(state.excluded, 'out');
+    const changed = await balancer.apply();
+    // Nodes admitted as they passed their gates already changed it during this run.
+    state.balancerChanged = balancer.pushes > 0;
+    if (changed) state.changed = true;
+    report(changed ? 'nginx -t passed, reloaded' : 'unchanged');
+  });
+}
+
+async function removeNode(cx: StepContext, node: InventoryNode, purge: boolean): Promise<void> {
+  const { session, progress, balancer, state } = cx;
+  const inv = session.inv;
+  if (purge) await verifyOurs(session, node);
+  state.changed = true;
+  await progress.step(`Drain ${node.name} from the balancer`, async (report) => {
+    if (!balancer.enabled) return report('no balancer managed: take the node out by hand');
+    balancer.set([node.name], 'drained');
+    await balancer.apply();
+    report(`waiting ${inv.rollout.drainSeconds} s for in-flight requests`);
+    await session.clock.sleep(inv.rollout.drainSeconds * 1000, session.aborted);
+  });
+  setOutcome(cx, node, 'drained', undefined, 'drained, still running');
+  const ex = session.on(node);
+  await progress.step(`Stop ${node.name}`, async () => {
+    const flavor = await session.composeFlavor(node);
+    const down = await ex.exec(compose.down(flavor, session.project, inv.cluster.dir), { allowFailure: true, timeoutMs: 120_000 });
+    if (down.code !== 0 && !/no such file|not found|No such/i.test(down.stderr)) {
+      throw new CliError(`could not stop the container: ${down.stderr.trim().split('\n').pop()}`, { node: node.name, hint: 'the node is drained but still running; stop it by hand or run the command again' });
+    }
+    state.excluded.add(node.name);
+    setOutcome(cx, node, 'removed', undefined, purge ? `stopped; ${inv.cluster.dir} removed` : `stopped; its files stay under ${inv.cluster.dir} (--purge removes them)`);
+    await audit(session, node, state.operation, { result: 'stopped and removed from the cluster' }).catch(() => undefined);
+    if (purge) {
+      const r = await ex.exec(files.purgeIfOurs(inv.cluster.dir, session.project), { allowFailure: true, timeoutMs: 120_000 });
+      if (r.code !== 0) {
+        throw new CliError(`did not remove ${inv.cluster.dir}: ${r.stderr.trim().split('\n').pop()}`, {
+          node: node.name,
+          hint: `the node is stopped; ${inv.cluster.dir} holds no state.json of cluster ${session.project}, so it was left alone: remove it by hand if it is really ours`,
+        });
+      }
+    }
+  });
+}
+
+/** --purge removes cluster.dir only where our state.json says this cluster deployed: checked before anything moves. */
+async function verifyOurs(session: Session, node: InventoryNode): Promise<void> {
+  const dir = session.inv.cluster.dir;
+  const state = parseState((await session.on(node).readFile(statePaths(dir).state))?.toString('utf8'));
+  if (state?.cluster !== session.project) {
+    throw new CliError(`--purge: ${dir} on ${node.name} holds no state.json of cluster ${session.project}; nothing was changed`, {
+      node: node.name,
+      hint: `remove the node without --purge, then check ${dir} on the host by hand`,
+    });
+  }
+}
+
+/** Whether state.json already records exactly what the node runs. */
+function recorded(w: NodeWork): boolean {
+  const state = w.facts.state;
+  if (!state || state.image !== w.plan.image) return false;
+  return [w.files.compose, w.files.env].every((f) => state.files[f.path.split('/').pop()!] === sha256(f.content));
+}
