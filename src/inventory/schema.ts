@@ -170,6 +170,8 @@ export const rolloutSchema = z
     migrateFirst: z.boolean().default(true),
     maxParallel: positiveInt('nodes').default(10),
     keepReleases: positiveInt('releases').default(3),
+    backupBeforeMigrate: z.boolean().default(true),
+    keepBackups: positiveInt('backups').default(5),
   })
   .prefault({});
 

@@ -296,7 +296,7 @@ export async function runBackup(env: RunEnv, loaded: LoadedInventory, opts: Back
 
     let pruned: string[] = [];
     if (opts.automatic) {
-      const keep = opts.keep ?? (inv.rollout as { keepBackups?: number }).keepBackups ?? DEFAULT_KEEP_BACKUPS;
+      const keep = opts.keep ?? inv.rollout.keepBackups ?? DEFAULT_KEEP_BACKUPS;
       pruned = await pruneBackups(dir, inv.cluster.name, keep);
     }
     return { ...manifest, path, manifestPath, pruned, commands: r.commands, warnings: r.warnings };

@@ -32,6 +32,9 @@ export class Balancer {
   private readonly places = new Map<string, Place>();
   /** How many times this run changed the balancer's file. */
   pushes = 0;
+  /** Every request answered 503 with a JSON body (while a restore runs). */
+  maintenance = false;
+  private committedMaintenance = false;
 
   /**
    * @param guard runs before every push: the lock is verified, so a run that lost it never
@@ -84,7 +87,13 @@ export class Balancer {
     return this.committed.get(name) ?? 'out';
   }
 
+  private commit(): void {
+    for (const [n, p] of this.places) this.committed.set(n, p);
+    this.committedMaintenance = this.maintenance;
+  }
+
   private revert(): void {
+    this.maintenance = this.committedMaintenance;
     this.places.clear();
     for (const [n, p] of this.committed) this.places.set(n, p);
   }
@@ -97,7 +106,7 @@ export class Balancer {
   render(extra: RenderOptions = {}): string {
     const drained = new Set([...this.places].filter(([, p]) => p === 'drained').map(([n]) => n));
     const excluded = new Set(this.inv.nodes.filter((n) => (this.places.get(n.name) ?? 'out') === 'out').map((n) => n.name));
-    return renderCluster(this.inv, this.templates, { drained, excluded, ...extra }).balancer.content;
+    return renderCluster(this.inv, this.templates, { drained, excluded, maintenance: this.maintenance, ...extra }).balancer.content;
   }
 
   /** The file with every node in: what a finished run leaves. */
@@ -125,7 +134,7 @@ export class Balancer {
     const previous = await this.read();
     const next = this.render();
     if (next === previous) {
-      for (const [n, p] of this.places) this.committed.set(n, p);
+      this.commit();
       return false;
     }
     await this.guard();
@@ -142,7 +151,7 @@ export class Balancer {
     }
     // From here the file is the new one, whether or not the reload succeeds.
     this.current = next;
-    for (const [n, p] of this.places) this.committed.set(n, p);
+    this.commit();
     this.pushes++;
     await ex.exec(nginx.reload(), { timeoutMs: 30_000 });
     return true;

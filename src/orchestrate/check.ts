@@ -9,6 +9,7 @@ import {
   checkClock,
   checkCompose,
   checkDatabase,
+  checkDatabaseSize,
   checkDisk,
   checkDocker,
   checkPort,
@@ -53,17 +54,21 @@ async function checkNode(session: Session, node: InventoryNode, opts: CheckOptio
     const docker = await checkDocker(node.name, ex);
     return docker.status === 'ok' ? [docker, await checkCompose(session, node), await checkPort(session, node)] : [docker];
   })();
-  const [engineResults, disk, clock, db, redis, logDb] = await Promise.all([
+  const [engineResults, disk, clock, db, redis, logDb, size] = await Promise.all([
     engine,
     checkDisk(node.name, ex, inv.cluster.dir),
     opts.preflight ? Promise.resolve(undefined) : checkClock(node.name, ex),
     checkDatabase(session.deps.dial, node, ex, inv.database.dsn, 'mysql'),
     checkRedis(session, node, ex),
     inv.database.logDsn ? checkDatabase(session.deps.dial, node, ex, inv.database.logDsn, 'log-db') : Promise.resolve(undefined),
+    // The database is one for every node: its size is reported once, from the master.
+    !opts.preflight && node.role === 'master' ? checkDatabaseSize(session.deps.dial, node, ex, inv.database.dsn) : Promise.resolve(undefined),
   ]);
   const results: CheckResult[] = [ssh, ...engineResults, disk];
   if (clock) results.push(clock);
-  results.push(db, redis);
+  results.push(db);
+  if (size) results.push(size);
+  results.push(redis);
   if (logDb) results.push(logDb);
   return results;
 }

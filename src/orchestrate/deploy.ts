@@ -41,12 +41,12 @@ export async function runDeploy(env: RunEnv, loaded: LoadedInventory, opts: Depl
       const master = session.master;
       const masterContainer = work.find((w) => w.plan.node === master)?.facts.container ?? (await getContainerState(session.on(master), containerName(inv)));
       const masterFiles = rendered.nodes.find((f) => f.node === master)!;
-      const migrate = masterContainer.running && masterContainer.image !== image && inv.rollout.migrateFirst ? { image, files: masterFiles, backup: false } : undefined;
+      const migrate = masterContainer.running && masterContainer.image !== image && inv.rollout.migrateFirst ? { image, files: masterFiles, backup: inv.rollout.backupBeforeMigrate } : undefined;
       return {
         operation: command,
         verb: 'deployed',
         work,
-        steps: rolloutSteps({ work, batchSize: inv.rollout.batchSize, migrate, balancer: true }),
+        steps: rolloutSteps({ work, batchSize: inv.rollout.batchSize, migrate, balancer: true, prune: true }),
         warnings: [],
         ...(balancer.enabled ? { balancer: { path: inv.loadBalancer.configPath, before: await balancer.read(), after: balancer.renderFinal() } } : {}),
       };

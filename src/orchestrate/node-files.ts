@@ -108,7 +108,10 @@ export async function recordState(session: Session, files_: NodeFiles, image: st
 export interface AuditEntry {
   at: string;
   by: string;
+  /** The run that wrote it (absent in lines written before runs had ids). */
+  run?: string;
   operation: string;
+  /** A node's name, or `*` for the line that closes a run (on the master). */
   node: string;
   from?: string | undefined;
   to?: string | undefined;
@@ -116,9 +119,14 @@ export interface AuditEntry {
 }
 
 /** One JSON line per operation and node: who, when, from which version to which, and how it ended. */
-export async function audit(session: Session, node: InventoryNode, operation: string, what: { from?: string | undefined; to?: string | undefined; result: string }): Promise<void> {
-  const entry: AuditEntry = { at: new Date(session.clock.now()).toISOString(), by: session.operator, operation, node: node.name, ...what };
+export async function audit(session: Session, node: InventoryNode, operation: string, what: { from?: string | undefined; to?: string | undefined; result: string }, name = node.name): Promise<void> {
+  const entry: AuditEntry = { at: new Date(session.clock.now()).toISOString(), by: session.operator, run: session.runId, operation, node: name, ...what };
   await session.on(node).exec(files.append(statePaths(session.inv.cluster.dir).audit), { stdin: `${JSON.stringify(entry)}\n`, timeoutMs: 30_000 });
+}
+
+/** The line that closes a run, on the master: how the whole operation ended. */
+export async function auditRun(session: Session, operation: string, result: string, to?: string): Promise<void> {
+  await audit(session, session.master, operation, { result, ...(to ? { to } : {}) }, '*');
 }
 
 /** The node's releases, newest first; the legacy previous/ slot is read as a release called "previous". */

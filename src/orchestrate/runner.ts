@@ -14,6 +14,7 @@ import type { TemplateSources } from '../render/templates.js';
 import { makeProgress, type Progress } from '../ui/progress.js';
 import { printPlan, printSummary, printWhereThingsStand, standing } from '../ui/report.js';
 import { Balancer } from './balancer.js';
+import { auditRun } from './node-files.js';
 import { preflight } from './check.js';
 import { ClusterLock } from './lock.js';
 import type { RunEnv } from './run-env.js';
@@ -80,10 +81,15 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
       await runStep(cx, step);
     }
     if (stop.aborted && state.changed) progress.info('stop requested after the last step: the run had finished');
+    if (state.changed) await closeRun(session, spec.command, 'ok', plan);
     printSummary(env, plan, state);
     return state;
   } catch (e) {
     const error = classify(env, state, e);
+    if (state.changed) {
+      const result = error instanceof InterruptedError ? 'interrupted' : error instanceof LockLostError ? 'stopped: lock lost' : `failed: ${errorMessage(error).slice(0, 200)}`;
+      await closeRun(session, spec.command, result, plan);
+    }
     if (lock && (state.changed || error instanceof InterruptedError || error instanceof LockLostError)) {
       const b = balancer;
       const rows = standing(session.inv, plan, state, (name) => (b?.enabled ? b.place(name) : 'unmanaged'));
@@ -95,6 +101,13 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
     if (lock) await lock.releaseWithin(5_000);
     await session.close();
   }
+}
+
+/** The audit line that says how the run ended; best effort, bounded, never failing the run. */
+async function closeRun(session: Session, command: string, result: string, plan: Plan | undefined): Promise<void> {
+  const images = new Set(plan?.work.filter((w) => w.plan.restart).map((w) => w.plan.image));
+  const to = images.size === 1 ? [...images][0] : undefined;
+  await Promise.race([auditRun(session, command, result, to).catch(() => undefined), new Promise((r) => setTimeout(r, session.stopping ? 2_000 : 5_000).unref())]);
 }
 
 function stopped(env: RunEnv, state: RunState): InterruptedError {

@@ -4,6 +4,7 @@
  * Everything a session does to hosts goes through `on(node)` / `onBalancer()`, which carry the
  * run's signals and deadlines; unit tests hand it recording executors and a manual clock.
  */
+import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { hostname, userInfo } from 'node:os';
 import { dirname } from 'node:path';
@@ -44,6 +45,8 @@ export class Session {
   readonly inv: Inventory;
   readonly inventoryDir: string;
   readonly clock: Clock;
+  /** Names this run in every audit line it writes, so `releases` can group them. */
+  readonly runId = randomUUID().slice(0, 8);
   private readonly flavors = new Map<string, Promise<ComposeFlavor>>();
   private readonly executors = new Map<string, Executor>();
   private readonly hardAbort = new AbortController();

@@ -27,7 +27,7 @@ import { runMigrations } from './migrate.js';
 import { audit, composeCreate, composeUp, ensureLayout, recordState, writeNodeFiles } from './node-files.js';
 import type { Session } from './session.js';
 
-export type NodeAction = 'unchanged' | 'started' | 'recreated' | 'readmitted' | 'recorded' | 'rolled-back' | 'failed' | 'lost' | 'removed' | 'drained';
+export type NodeAction = 'unchanged' | 'started' | 'recreated' | 'readmitted' | 'recorded' | 'rolled-back' | 'failed' | 'lost' | 'removed' | 'drained' | 'stopped';
 
 export interface NodeOutcome {
   node: string;
@@ -49,6 +49,10 @@ export interface RunState {
   notes: string[];
   /** Set by the final balancer step. */
   balancerChanged?: boolean;
+  /** The backup taken before the migrations, as shown to the operator. */
+  backup?: string;
+  /** When the balancer went into maintenance (restore). */
+  downSince?: number;
 }
 
 export interface StepContext {
@@ -65,7 +69,7 @@ export async function runStep(cx: StepContext, step: Step): Promise<void> {
     case 'images':
       return ensureImages(cx, step.work);
     case 'backup':
-      throw new CliError('backups are not available in this version', { hint: 'set rollout.backupBeforeMigrate: false' });
+      return backupBeforeMigrate(cx, step.image);
     case 'migrate':
       cx.state.changed = true;
       return cx.progress.step(`Run the ${parseImageRef(step.image).tag ?? step.image} migrations once on ${cx.session.master.name}`, (report) => runMigrations(cx.session, step.files, step.image, report));
@@ -88,7 +92,21 @@ export async function runStep(cx: StepContext, step: Step): Promise<void> {
       return removeNode(cx, step.node, step.purge);
     case 'inventory':
       return cx.progress.step(`Write the inventory: ${step.what}`, () => writeInventoryText(cx.session.loaded.path, step.text));
+    case 'maintenance':
+      return maintenance(cx, step.on);
+    case 'stop':
+      return stopNodes(cx, step.nodes);
+    case 'restore':
+      return restoreDatabaseStep(cx, step.path, step.file);
+    case 'prune':
+      return pruneStep(cx, step.nodes);
+    default:
+      return unreachable(step);
   }
+}
+
+function unreachable(step: never): never {
+  throw new Error(`no executor for step ${JSON.stringify(step)}`);
 }
 
 const names = (work: readonly NodeWork[]) => work.map((w) => w.plan.node.name).join(', ');
@@ -423,4 +441,98 @@ function recorded(w: NodeWork): boolean {
   const state = w.facts.state;
   if (!state || state.image !== w.plan.image) return false;
   return [w.files.compose, w.files.env].every((f) => state.files[f.path.split('/').pop()!] === sha256(f.content));
+}
+
+/** A backup right before the migrations: named in the report, and how to restore it. */
+async function backupBeforeMigrate(cx: StepContext, image: string): Promise<void> {
+  const { runBackup } = await import('./backup.js');
+  const { relative } = await import('node:path');
+  const b = await runBackup(cx.session.env, cx.session.loaded, { noLogs: false, automatic: true, session: cx.session });
+  const shown = relative(process.cwd(), b.path) || b.path;
+  cx.state.backup = shown;
+  cx.state.notes.push(`database backup taken before the ${parseImageRef(image).tag ?? image} migrations: ${shown} (to return to it: newapi-cluster restore ${shown})`);
+}
+
+/** Maintenance: the balancer answers 503 with a JSON body; off: every started node goes back in. */
+async function maintenance(cx: StepContext, on: boolean): Promise<void> {
+  const { balancer, session, state } = cx;
+  await cx.progress.step(on ? 'Put the balancer in maintenance (503 with a JSON body)' : 'Re-open the balancer', async (report) => {
+    if (!balancer.enabled) {
+      report('no balancer managed (loadBalancer.type: none): requests fail while the nodes are stopped');
+      return;
+    }
+    state.changed = true;
+    if (on) {
+      balancer.maintenance = true;
+      await balancer.apply();
+      state.downSince = session.clock.now();
+      return;
+    }
+    balancer.maintenance = false;
+    balancer.set(
+      session.inv.nodes.filter((n) => !state.excluded.has(n.name)).map((n) => n.name),
+      'in',
+    );
+    await balancer.apply();
+    if (state.downSince !== undefined) {
+      const seconds = (session.clock.now() - state.downSince) / 1000;
+      state.notes.push(`downtime: ${seconds.toFixed(1)} s (the balancer answered 503 with a JSON body meanwhile)`);
+      report(`open again after ${seconds.toFixed(1)} s`);
+    }
+  });
+}
+
+async function stopNodes(cx: StepContext, nodes: InventoryNode[]): Promise<void> {
+  const { session, state } = cx;
+  state.changed = true;
+  await cx.progress.phase(
+    `Stop ${nodes.map((n) => n.name).join(', ')}`,
+    nodes.map((node) => ({
+      title: `Stop ${node.name}`,
+      run: async () => {
+        const flavor = await session.composeFlavor(node);
+        await session.on(node).exec(compose.stop(flavor, session.project, session.inv.cluster.dir), { timeoutMs: 120_000 });
+        state.excluded.add(node.name);
+        setOutcome(cx, node, 'stopped', undefined, 'stopped for the restore');
+      },
+    })),
+    { concurrency: session.inv.rollout.maxParallel },
+  );
+}
+
+async function restoreDatabaseStep(cx: StepContext, path: string, file: string): Promise<void> {
+  const { session } = cx;
+  const { parseDatabaseDsn } = await import('../inventory/dsn.js');
+  const { restoreDatabase } = await import('../probes/mysql-dump.js');
+  const { tunnelServer } = await import('../remote/ssh.js');
+  const { createReadStream } = await import('node:fs');
+  const { createGunzip } = await import('node:zlib');
+  const dsn = parseDatabaseDsn(session.inv.database.dsn);
+  await cx.progress.step(`Restore the database from ${file}`, async (report) => {
+    const tunnel = await tunnelServer(session.on(session.master), dsn.host, dsn.port);
+    try {
+      let last = 0;
+      await restoreDatabase({ ...dsn, host: '127.0.0.1', port: tunnel.port }, createReadStream(path).pipe(createGunzip()), {
+        signal: session.aborted,
+        onProgress: ({ bytes }) => {
+          if (session.clock.now() - last < 2_000) return;
+          last = session.clock.now();
+          report(`${(bytes / 1e6).toFixed(1)} MB of SQL loaded`);
+        },
+      });
+    } finally {
+      await tunnel.close();
+    }
+  });
+}
+
+/** Releases and images older than rollout.keepReleases; never the running one, never one still kept. */
+async function pruneStep(cx: StepContext, nodes: InventoryNode[]): Promise<void> {
+  const { pruneNode } = await import('./prune.js');
+  await cx.progress.step('Remove old releases and images', async (report) => {
+    const results = await mapLimit(nodes, cx.session.inv.rollout.maxParallel, (n) => pruneNode(cx.session, n).catch(() => ({ releases: [], images: [] })));
+    const releases = results.reduce((a, r) => a + r.releases.length, 0);
+    const images = results.reduce((a, r) => a + r.images.length, 0);
+    report(`${releases} release folder${releases === 1 ? '' : 's'} and ${images} image${images === 1 ? '' : 's'} removed`);
+  });
 }

@@ -95,9 +95,10 @@ export async function runUpgrade(env: RunEnv, loaded: LoadedInventory, opts: Upg
         steps: rolloutSteps({
           work,
           batchSize: inv.rollout.batchSize,
-          migrate: inv.rollout.migrateFirst ? { image, files: masterFiles, backup: false } : undefined,
+          migrate: inv.rollout.migrateFirst ? { image, files: masterFiles, backup: inv.rollout.backupBeforeMigrate } : undefined,
           balancer: false,
           inventory: edit.inventory,
+          prune: true,
         }),
         warnings: edit.warnings,
       };

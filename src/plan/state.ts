@@ -90,6 +90,6 @@ export function filesMatch(state: NodeState, files: Record<string, string | unde
 }
 
 /** Releases beyond the newest `keep`, never `protect` (the running one, the one rollback would use). */
-export function releasesToPrune(releases: readonly Release[], keep: number, protect: ReadonlySet<string>): Release[] {
+export function releasesToPrune<R extends { id: string }>(releases: readonly R[], keep: number, protect: ReadonlySet<string>): R[] {
   return releases.filter((r, i) => i >= keep && !protect.has(r.id));
 }

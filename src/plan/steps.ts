@@ -32,7 +32,15 @@ export type Step =
   /** Drain a node, wait, stop it; remove its files with `purge`. */
   | { kind: 'remove'; node: InventoryNode; purge: boolean }
   /** Write the edited inventory file. */
-  | { kind: 'inventory'; what: string; text: string };
+  | { kind: 'inventory'; what: string; text: string }
+  /** The balancer answers 503 with a JSON body (on), or serves again with every started node in (off). */
+  | { kind: 'maintenance'; on: boolean }
+  /** Stop the containers of these nodes (they stay created). */
+  | { kind: 'stop'; nodes: InventoryNode[] }
+  /** Load a verified backup into the database, through the master's SSH connection. */
+  | { kind: 'restore'; path: string; file: string }
+  /** Remove releases and images older than rollout.keepReleases (never the running or a kept one). */
+  | { kind: 'prune'; nodes: InventoryNode[] };
 
 export interface Plan {
   /** The command, as the lock, the audit log and the report name it. */
@@ -50,6 +58,11 @@ export interface Plan {
 /** Steps that change a host (the lock is verified before each). */
 export function changesHosts(step: Step): boolean {
   return step.kind !== 'inventory';
+}
+
+/** A step whose failure does not fail the run: the work is done, only housekeeping is left. */
+export function isHousekeeping(step: Step): boolean {
+  return step.kind === 'prune';
 }
 
 /** Splits slaves into batches: `batchSize` nodes, or a percentage of them (at least one). */
@@ -72,6 +85,8 @@ export interface RolloutInput {
   admitStarted?: boolean;
   /** Inventory edits, written after the nodes moved (and before the balancer names a new node). */
   inventory?: { what: string; text: string } | undefined;
+  /** Prune old releases and images after success (deploy, upgrade). */
+  prune?: boolean;
 }
 
 /**
@@ -104,6 +119,7 @@ export function rolloutSteps(input: RolloutInput): Step[] {
   if (unrecorded.length > 0) steps.push({ kind: 'record', work: unrecorded });
   if (input.inventory) steps.push({ kind: 'inventory', ...input.inventory });
   if (input.balancer) steps.push({ kind: 'balancer' });
+  if (input.prune && restarting.length > 0) steps.push({ kind: 'prune', nodes: restarting.map((w) => w.plan.node) });
   return steps;
 }
 
@@ -135,5 +151,13 @@ export function describeStep(step: Step, opts: { drainSeconds: number; transfer:
       return `drain ${step.node.name}, wait ${opts.drainSeconds} s, stop it${step.purge ? ' and remove its files' : ''}`;
     case 'inventory':
       return `write the inventory: ${step.what}`;
+    case 'maintenance':
+      return step.on ? 'put the balancer in maintenance: every request gets 503 with a JSON body' : 're-open the balancer: every started node in';
+    case 'stop':
+      return `stop ${step.nodes.map((n) => n.name).join(', ')}`;
+    case 'restore':
+      return `restore the database from ${step.file} (every table dropped first), through the master`;
+    case 'prune':
+      return `remove releases and images older than rollout.keepReleases on ${step.nodes.map((n) => n.name).join(', ')}`;
   }
 }

@@ -131,6 +131,51 @@ export async function checkDatabase(dial: Dialer, node: InventoryNode, ex: Execu
   }
 }
 
+/** Below this, a large logs table is not worth a warning. */
+const LOGS_WARN_BYTES = 64 * 1024 * 1024;
+
+/** The database's size and its three largest tables; a warning when New API's logs table dominates (new-api #5342). */
+export async function checkDatabaseSize(dial: Dialer, node: InventoryNode, ex: Executor, dsnText: string): Promise<CheckResult | undefined> {
+  let dsn: DatabaseDsn;
+  try {
+    dsn = parseDatabaseDsn(dsnText);
+  } catch {
+    return undefined;
+  }
+  if (dsn.kind !== 'mysql') return undefined;
+  let conn: Awaited<ReturnType<Dialer['openMysqlVia']>> | undefined;
+  try {
+    conn = await dial.openMysqlVia(ex, dsn);
+    const [rows] = await conn.db.query(
+      'SELECT TABLE_NAME AS name, COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) AS bytes FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY bytes DESC',
+      [dsn.database],
+    );
+    const tables = (rows as { name: string; bytes: number | string }[]).map((r) => ({ name: r.name, bytes: Number(r.bytes) }));
+    return sizeResult(node.name, tables);
+  } catch (e) {
+    return warn(node.name, 'db-size', `could not read the table sizes: ${errorMessage(e).split('\n')[0]}`, 'the user may lack access to information_schema');
+  } finally {
+    await conn?.close();
+  }
+}
+
+export function sizeResult(node: string, tables: { name: string; bytes: number }[]): CheckResult {
+  const total = tables.reduce((a, t) => a + t.bytes, 0);
+  const top = [...tables].sort((a, b) => b.bytes - a.bytes).slice(0, 3);
+  const detail = `${human(total)} in ${tables.length} tables${top.length ? `; largest: ${top.map((t) => `${t.name} ${human(t.bytes)}`).join(', ')}` : ''}`;
+  const logs = tables.find((t) => t.name === 'logs')?.bytes ?? 0;
+  if (logs >= LOGS_WARN_BYTES && logs * 2 >= total) {
+    return warn(node, 'db-size', `${detail} (logs is ${Math.round((logs / total) * 100)} %)`, 'move request logs to their own database (database.logDsn, LOG_SQL_DSN), and take backups with --no-logs');
+  }
+  return ok(node, 'db-size', detail);
+}
+
+function human(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GB`;
+}
+
 const MIGRATION_PRIVILEGES = ['CREATE', 'ALTER', 'INDEX', 'DROP', 'SELECT', 'INSERT', 'UPDATE', 'DELETE'];
 
 async function missingMigrationPrivileges(db: Pick<import('mysql2/promise').Connection, 'query'>, database: string): Promise<string[]> {

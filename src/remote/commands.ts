@@ -26,6 +26,9 @@ export const docker = {
     ...(o.timestamps ? ['--timestamps'] : []),
     name,
   ],
+  /** Tags of one repository the host has: `repo:tag` per line. */
+  listImages: (repository: string): Argv => ['docker', 'image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', repository],
+  removeImages: (...refs: string[]): Argv => ['docker', 'image', 'rm', ...refs],
   /** Names of containers publishing a host port. */
   publishing: (port: number): Argv => ['docker', 'ps', '--all', '--filter', `publish=${port}`, '--format', '{{.Names}}'],
 };

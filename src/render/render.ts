@@ -34,6 +34,8 @@ export interface RenderOptions {
   excluded?: ReadonlySet<string>;
   /** Image to render per node, where it differs from cluster.image (mid-upgrade). */
   imageOf?: (node: InventoryNode) => string;
+  /** The balancer answers every request with 503 and a JSON body (restore). */
+  maintenance?: boolean;
 }
 
 /**
@@ -200,6 +202,7 @@ function renderBalancer(inv: Inventory, template: Handlebars.TemplateDelegate, o
     apiPrefixes: API_PREFIXES.join('|'),
     listen: inv.loadBalancer.listen,
     serverName: inv.loadBalancer.serverName,
+    maintenance: opts.maintenance ?? false,
   };
   return { path: inv.loadBalancer.configPath, content: run(template, 'nginx', context), mode: 0o644, secret: false };
 }

@@ -573,7 +573,17 @@ export class FakeHost {
     return parseState(this.files.get(this.paths.state));
   }
 
+  /** This node's own audit lines (not the lines that close a run, which the master also holds). */
   auditLines(): Record<string, unknown>[] {
+    return this.allAuditLines().filter((l) => l.node !== '*');
+  }
+
+  /** The lines that close a run (`node: '*'`, on the master): how each whole operation ended. */
+  runLines(): Record<string, unknown>[] {
+    return this.allAuditLines().filter((l) => l.node === '*');
+  }
+
+  private allAuditLines(): Record<string, unknown>[] {
     return (this.files.get(this.paths.audit) ?? '')
       .split('\n')
       .filter(Boolean)
@@ -777,6 +787,18 @@ export class FakeHost {
       if (!(this.pullable ?? this.cluster.registry).has(last)) return { code: 1, stderr: `Error response from daemon: manifest for ${last} not found: manifest unknown: manifest unknown\n` };
       this.images.set(last, this.cluster.behaviour(last).id);
       return { stdout: `docker.io/${last}\n` };
+    }
+    if (args[0] === 'image' && args[1] === 'ls' && args[2] === '--format' && args[3] === '{{.Repository}}:{{.Tag}}' && args.length === 5) {
+      const refs = [...this.images.keys()].filter((ref) => ref.slice(0, ref.lastIndexOf(':')) === last);
+      return { stdout: refs.map((r) => `${r}\n`).join('') };
+    }
+    if (args[0] === 'image' && args[1] === 'rm' && args.length >= 3) {
+      const inUse = [...this.containers.values()].map((c) => c?.image);
+      for (const ref of args.slice(2)) {
+        if (inUse.includes(ref)) return { code: 1, stderr: `Error response from daemon: conflict: unable to remove repository reference "${ref}" (must force) - container is using its referenced image\n` };
+        this.images.delete(ref);
+      }
+      return { stdout: args.slice(2).map((r) => `Untagged: ${r}\n`).join('') };
     }
     if (args[0] === 'tag' && args.length === 3) {
       const id = this.images.get(args[1]!);
@@ -1229,7 +1251,8 @@ export class Lab {
   static async create(opts: LabOptions = {}): Promise<Lab> {
     const raw = baseInventory();
     raw.ssh = { configFile: false };
-    raw.rollout = { healthTimeoutSeconds: 30, ...opts.rollout };
+    // Backups have their own tests (they need a real dump tool and database).
+    raw.rollout = { healthTimeoutSeconds: 30, backupBeforeMigrate: false, ...opts.rollout };
     opts.inventory?.(raw);
     const tmp = await writeInventoryDir(raw);
     const loaded = await loadInventory(tmp.file, { env: {} });

@@ -11,6 +11,9 @@ import { registerInit } from './init.js';
 import { registerRender } from './render.js';
 import { registerValidate } from './validate.js';
 import { registerBackup } from './backup.js';
+import { registerPrune } from './prune.js';
+import { registerReleases } from './releases.js';
+import { registerRestore } from './restore.js';
 
 export function registerCommands(program: Command, getContext: () => CliContext): void {
   registerInit(program, getContext);
@@ -24,4 +27,7 @@ export function registerCommands(program: Command, getContext: () => CliContext)
   registerUpgrade(program, getContext);
   registerLogs(program, getContext);
   registerBackup(program, getContext);
+  registerRestore(program, getContext);
+  registerReleases(program, getContext);
+  registerPrune(program, getContext);
 }

@@ -463,7 +463,7 @@ describe('parseInventory accepts', () => {
     expect(inventory.secrets).toEqual({ sessionSecret: FAKE.sessionSecret, cryptoSecret: FAKE.cryptoSecret });
     // No ssh defaults here: remote/ssh-config.ts applies them after the ssh config.
     expect(inventory.ssh).toEqual({});
-    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3 });
+    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3, backupBeforeMigrate: true, keepBackups: 5 });
     expect(inventory.loadBalancer).toEqual({ type: 'nginx', host: '10.0.0.10', listen: 80, serverName: 'api.example.com', configPath: '/etc/nginx/conf.d/new-api.conf' });
   });
 

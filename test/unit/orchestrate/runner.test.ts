@@ -145,6 +145,8 @@ describe('deploy', () => {
     expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
     expect(since(lab.cluster.containerStarts(), mark)).toEqual([]);
     for (const name of NODES) expect(lab.node(name).auditLines()).toHaveLength(1);
+    // Only the run that changed something closed itself in the master's audit log.
+    expect(lab.node('master').runLines()).toEqual([expect.objectContaining({ operation: 'deploy', result: 'ok', by: 'tester@test' })]);
     expect(r.stdout).toContain('deployed: 0 nodes changed, 3 unchanged, balancer unchanged');
   });
 
