@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Every test, on a fresh machine of this kind: install what the tests need, build, run the unit
-# tests (no servers), bring the lab up (real sshd, dockerd, registry, MariaDB, Redis, nginx),
-# run the end-to-end tests against it, and print one closing line: "N passed, N failed".
+# Every test, on a fresh machine of this kind: install what the tests need, build, bring the lab
+# up (real sshd, dockerd, registry, MariaDB, Redis, nginx), run the unit tests (a few use the
+# lab's MariaDB), then the end-to-end tests against the lab, and print one closing line: "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +23,14 @@ results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 status=0
 
+# The lab comes up first: a few unit files (the dump engine, runBackup) run against its MariaDB
+# with a scratch database of their own, and fail loudly without it.
+say "bring the lab up (tears down what a previous run left)"
+bash test/lab/lab.sh up
+
 say "unit tests"
 npx vitest run --project unit --reporter=default --reporter=json --outputFile.json="$results/unit.json" || status=1
 
-say "bring the lab up (tears down what a previous run left)"
-bash test/lab/lab.sh up
 say "end-to-end tests against the lab"
 npx vitest run --project e2e --reporter=default --reporter=json --outputFile.json="$results/e2e.json" || status=1
 
