@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# newapi-cluster end-to-end lab: a balancer, a jump host and six servers on one machine.
+# newapi-cluster end-to-end lab: two balancers, a jump host and six servers on one machine.
 #
 #   lab.sh install          apt-get install the Debian packages the lab needs (only if missing)
 #   lab.sh up               tear down leftovers, then build the whole lab (idempotent)
-#   lab.sh down             tear everything down (keeps secrets, keys, registry, image cache)
+#   lab.sh down             tear everything down (keeps secrets, keys, TLS files, registry, image cache)
 #   lab.sh status           print what is up (exit 0 when everything is up, 1 otherwise)
 #   lab.sh exec HOST -- CMD run CMD inside a lab host (network, mount and UTS namespace)
 #   lab.sh env              print the path of lab.env (and its keys)
+#   lab.sh vip-holder       print which balancer holds the vip 10.77.0.100: lb, lb2 or none
+#                           (both: printed with exit 1, a split brain)
+#   lab.sh reset-balancers  lb and lb2 back to fresh (keepalived stopped, vip dropped, nginx files
+#                           and firewall rules of newapi-cluster removed, nginx stopped on lb2 and
+#                           reloaded on lb); the ACME DNS answers back to lb. Used by resetLab().
+#   lab.sh vrrp-check       prove VRRP works here: keepalived on lb and lb2 elect a holder of the
+#                           vip, it moves when the holder's link goes down, and back; then all undone
 # Faults (fast, bounded, safe to repeat; they never wait on a running up/down):
 #   lab.sh link HOST|all down|up   take a host's veth (vl-HOST) down or bring it back up
 #   lab.sh redis-stop              kill the lab Redis (save '': every key is lost, as in a crash)
 #   lab.sh redis-start             start it again with the same config; returns when it answers PING
 #   lab.sh redis-restart [SECONDS] redis-stop, wait SECONDS (default 1), redis-start
 #
-# Hosts: lb 10.77.0.10 (nginx), n1..n6 10.77.0.11-16 (dockerd), bastion 10.77.0.9 (sshd only),
-# each its own netns + mount ns with its own sshd. n6 accepts SSH only from the bastion; n5 also
-# lets the sudo user newapi-deploy in. Shared services on the bridge address 10.77.0.1: MariaDB
-# :3306, Redis :6379, registry :5000, plus the operator's dockerd on /var/run/docker.sock.
+# Hosts: lb 10.77.0.10 (nginx running), lb2 10.77.0.8 (nginx and keepalived installed, NOT
+# started), n1..n6 10.77.0.11-16 (dockerd), bastion 10.77.0.9 (sshd only), each its own netns +
+# mount ns with its own sshd. The vip 10.77.0.100 is reserved for keepalived on lb/lb2 (the tool
+# under test starts it; up does not). n6 accepts SSH only from the bastion; n5 also lets the sudo
+# user newapi-deploy in. Shared services on the bridge address 10.77.0.1: MariaDB :3306, Redis
+# :6379, registry :5000, pebble (ACME) :14000/:15000 with pebble-challtestsrv (DNS :8053,
+# management :8055), plus the operator's dockerd on /var/run/docker.sock.
 # Everything generated lives under /var/lib/newapi-lab. See README.md beside this file.
 set -euo pipefail
 
@@ -26,8 +36,15 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:
 
 BR=br-lab
 GW=10.77.0.1
-HOSTS=(bastion lb n1 n2 n3 n4 n5 n6)
+HOSTS=(bastion lb lb2 n1 n2 n3 n4 n5 n6)
 NODES=(n1 n2 n3 n4 n5 n6)
+BALANCERS=(lb lb2)        # lb runs nginx from the start; lb2 has it installed, not started
+VIP=10.77.0.100           # the floating address reserved for tests (keepalived on lb/lb2)
+ACME_DEFAULT_IP=10.77.0.10     # pebble-challtestsrv answers every name with this (lb) ...
+ACME_DIR="$STATE/acme"         # ... pebble's own CA and listener certificate, config, logs
+TLS_DIR="$STATE/tls"           # test certificates for "TLS from files" (generated once, kept)
+TLS_NAME=api.lab.test
+TLS_OTHER_NAME=other.lab.test
 BASTION=bastion           # sshd only: the jump host
 BEHIND_BASTION=n6         # its sshd answers only the bastion (iptables in its netns)
 SUDO_USER_NAME=newapi-deploy   # a non-root SSH user with passwordless sudo ...
@@ -48,12 +65,14 @@ die() { say "ERROR: $*"; exit 1; }
 host_ip() {
   case "$1" in
     lb) echo 10.77.0.10 ;;
+    lb2) echo 10.77.0.8 ;;
     bastion) echo 10.77.0.9 ;;
     n[1-9]) echo "10.77.0.1${1#n}" ;;
     *) return 1 ;;
   esac
 }
-norm_host() { # lb | lab-lb | 10.77.0.10 | n1 | lab-n1 | 10.77.0.11 | bastion -> lb / n1 / bastion
+is_balancer() { [[ "$1" == lb || "$1" == lb2 ]]; }
+norm_host() { # lb | lab-lb | 10.77.0.10 | lb2 | n1 | lab-n1 | 10.77.0.11 | bastion -> lb / lb2 / n1 / bastion
   local a="${1#lab-}" h
   for h in "${HOSTS[@]}"; do
     if [[ "$a" == "$h" || "$a" == "$(host_ip "$h")" ]]; then echo "$h"; return 0; fi
@@ -87,11 +106,12 @@ svc_pids() {
   local f p
   {
     marked_pids 'svc:.*'
-    for f in "$STATE/mysql/mysqld.pid" "$STATE/redis/redis.pid" "$STATE/registry/registry.pid" "$STATE/op/dockerd.pid"; do
+    for f in "$STATE/mysql/mysqld.pid" "$STATE/redis/redis.pid" "$STATE/registry/registry.pid" "$STATE/op/dockerd.pid" \
+      "$ACME_DIR/pebble.pid" "$ACME_DIR/challtestsrv.pid"; do
       p="$(pidfile_pid "$f" 2>/dev/null || true)"
       if [[ -n "$p" ]] && pid_alive "$p"; then
         case "$(readlink "/proc/$p/exe" 2>/dev/null)" in
-          */mariadbd | */redis-server | */docker-registry | */dockerd) echo "$p" ;;
+          */mariadbd | */redis-server | */docker-registry | */dockerd | */pebble | */pebble-challtestsrv) echo "$p" ;;
         esac
       fi
     done
@@ -117,6 +137,17 @@ mntns_pids() {
     [[ "$f" == "$$" || "$f" == "${BASHPID:-}" ]] || echo "$f"
   done
 }
+# pids named COMM (exactly) whose network namespace is host $1's. There is no pid namespace in
+# the lab: pkill inside a host would hit every host, so processes are told apart by their netns.
+# (-ef compares device and inode: one nsfs inode per namespace; no fork per pid)
+netns_pids() {
+  local p
+  [[ -e "/run/netns/lab-$1" ]] || return 0
+  for p in $(pgrep -x "$2" 2>/dev/null || true); do
+    [[ "/proc/$p/ns/net" -ef "/run/netns/lab-$1" ]] && echo "$p"
+  done
+  return 0
+}
 cgroup_pids() { # processes inside the lab dockerds' container cgroups
   local f
   for f in /sys/fs/cgroup/*/"$CG_PREFIX"-*/ /sys/fs/cgroup/"$CG_PREFIX"-*/ /sys/fs/cgroup/unified/"$CG_PREFIX"-*/; do
@@ -140,7 +171,7 @@ kill_wait() { # kill_wait SIGNAL SECONDS PID... : signal, then wait until gone
 # ---------------------------------------------------------------- install ------------
 REQUIRED_PKGS=(docker.io docker-compose docker-registry openssh-server openssh-client nginx
   mariadb-server mariadb-client redis-server redis-tools iproute2 iptables busybox-static
-  util-linux curl ca-certificates sudo)
+  util-linux curl ca-certificates sudo keepalived pebble openssl postgresql)
 cmd_install() {
   local missing=() p installed
   installed="$(dpkg-query -W -f='${Package} ${Status}\n' "${REQUIRED_PKGS[@]}" 2>/dev/null || true)"
@@ -209,6 +240,10 @@ remove_sudo_user() {
 # ---------------------------------------------------------------- teardown -----------
 teardown() {
   local h p ns nss=() pids i
+  # 0. the scale sim (test/lab/sim.sh) routes through br-lab: it goes first when a run left it up
+  if [[ -d /var/lib/newapi-sim || -n "$(ip netns list 2>/dev/null | grep -m1 '^sim-')" ]]; then
+    bash "$(dirname "${BASH_SOURCE[0]}")/sim.sh" down >&2 || say "the scale sim did not tear down cleanly"
+  fi
   # 1. the hosts: everything in their mount namespaces, and anything still carrying their marker
   for h in "${HOSTS[@]}"; do
     p="$(pidfile_pid "$(hdir "$h")/holder.pid" 2>/dev/null || true)"
@@ -274,7 +309,10 @@ teardown() {
     done
     [[ $live == 1 ]] || ip link del docker0 2>/dev/null || true
   fi
-  rm -f "$STATE"/hosts/*/holder.pid "$STATE"/op/dockerd.pid "$STATE"/redis/redis.pid "$STATE"/registry/registry.pid 2>/dev/null || true
+  # the mount point up made for the hosts' own /var/lib/newapi-cluster (kept if anything is in it)
+  rmdir /var/lib/newapi-cluster 2>/dev/null || true
+  rm -f "$STATE"/hosts/*/holder.pid "$STATE"/op/dockerd.pid "$STATE"/redis/redis.pid "$STATE"/registry/registry.pid \
+    "$ACME_DIR"/pebble.pid "$ACME_DIR"/challtestsrv.pid 2>/dev/null || true
 
   # 6. the sudo user and its sudoers file (no lab process is left that could be running as it)
   remove_sudo_user
@@ -322,6 +360,108 @@ ensure_once() {
       ssh-keygen -q -t ed25519 -N '' -C "lab-$h" -f "$(hdir "$h")/ssh/ssh_host_ed25519_key"
     fi
   done
+  ensure_acme_tls
+  ensure_test_tls
+}
+
+# --- certificates (openssl; RSA 2048 everywhere, so `openssl rsa -modulus` checks work too) ---
+# tls_cnf FILE CN SAN: one config for the CA, the leaves and `openssl ca` (the expired leaf)
+tls_cnf() {
+  cat >"$1" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = $2
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[leaf_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = ${3:-DNS:unused.invalid}
+[ca]
+default_ca = lab_ca
+[lab_ca]
+database = $(dirname "$1")/index.txt
+new_certs_dir = $(dirname "$1")
+serial = $(dirname "$1")/serial
+default_md = sha256
+policy = lab_policy
+unique_subject = no
+copy_extensions = none
+[lab_policy]
+commonName = supplied
+EOF
+}
+tls_ca() { # tls_ca DIR CN: DIR/ca.pem + DIR/ca.key, 10 years
+  local w; w="$(mktemp -d)"
+  tls_cnf "$w/cnf" "$2"
+  openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 3650 -config "$w/cnf" -extensions ca_ext \
+    -keyout "$1/ca.key.new" -out "$1/ca.pem.new" 2>"$w/err" || { cat "$w/err" >&2; rm -rf "$w"; die "openssl: CA $2"; }
+  chmod 0600 "$1/ca.key.new"; chmod 0644 "$1/ca.pem.new"
+  mv "$1/ca.key.new" "$1/ca.key"; mv "$1/ca.pem.new" "$1/ca.pem"
+  rm -rf "$w"
+}
+# tls_leaf CADIR CERT KEY CN SAN DAYS|expired: a server certificate signed by CADIR's CA (no
+# intermediate); "expired" makes one valid only in 2020 (openssl 3.0's x509 cannot backdate; ca can)
+tls_leaf() {
+  local ca="$1" cert="$2" key="$3" cn="$4" san="$5" days="$6" w
+  w="$(mktemp -d)"
+  tls_cnf "$w/cnf" "$cn" "$san"
+  openssl req -new -newkey rsa:2048 -nodes -config "$w/cnf" -keyout "$w/key" -out "$w/csr" 2>"$w/err" ||
+    { cat "$w/err" >&2; rm -rf "$w"; die "openssl: key for $cn"; }
+  if [[ "$days" == expired ]]; then
+    : >"$w/index.txt"; openssl rand -hex 16 >"$w/serial"
+    openssl ca -batch -notext -config "$w/cnf" -cert "$ca/ca.pem" -keyfile "$ca/ca.key" -extensions leaf_ext \
+      -startdate 20200101000000Z -enddate 20201231000000Z -in "$w/csr" -out "$w/crt" 2>"$w/err" ||
+      { cat "$w/err" >&2; rm -rf "$w"; die "openssl: expired certificate for $cn"; }
+  else
+    openssl x509 -req -sha256 -days "$days" -in "$w/csr" -CA "$ca/ca.pem" -CAkey "$ca/ca.key" \
+      -set_serial "0x$(openssl rand -hex 16)" -extfile "$w/cnf" -extensions leaf_ext -out "$w/crt" 2>"$w/err" ||
+      { cat "$w/err" >&2; rm -rf "$w"; die "openssl: certificate for $cn"; }
+  fi
+  install -m 0600 "$w/key" "$key"; install -m 0644 "$w/crt" "$cert"
+  rm -rf "$w"
+}
+# a set is made again only when its recipe changed, a file is missing, or it expires within 30 days
+tls_fresh() { # tls_fresh DIR RECIPE FILE... ; the certificates given must be valid for 30 more days
+  local d="$1" recipe="$2" f; shift 2
+  [[ -s "$d/recipe" && "$(cat "$d/recipe")" == "$recipe" ]] || return 1
+  for f in "$@"; do
+    [[ -s "$d/$f" ]] || return 1
+    [[ "$f" == expired-* ]] || ! grep -q 'BEGIN CERTIFICATE' "$d/$f" ||
+      openssl x509 -checkend 2592000 -noout -in "$d/$f" >/dev/null 2>&1 || return 1
+  done
+}
+# pebble's own HTTPS listener (directory :14000, management :15000): a CA the ACME client trusts
+ensure_acme_tls() {
+  local a="$ACME_DIR" recipe="1 IP:$GW"
+  install -d -m 0755 "$a"
+  tls_fresh "$a" "$recipe" ca.pem ca.key listener.pem listener.key && return 0
+  say "generating pebble's listener CA and certificate (SAN IP:$GW)"
+  tls_ca "$a" "newapi-cluster lab: pebble listener CA"
+  tls_leaf "$a" "$a/listener.pem" "$a/listener.key" "pebble.lab.test" "IP:$GW" 3650
+  echo "$recipe" >"$a/recipe"
+}
+# TLS from files: a CA, a certificate for the balancer names (825 days), an expired one with the
+# same names, and a valid one for another name
+ensure_test_tls() {
+  local t="$TLS_DIR" san recipe
+  san="DNS:$TLS_NAME, IP:$(host_ip lb), IP:$(host_ip lb2), IP:$VIP"
+  recipe="1 $san / $TLS_OTHER_NAME"
+  install -d -m 0755 "$t"
+  tls_fresh "$t" "$recipe" ca.pem ca.key cert.pem key.pem expired-cert.pem expired-key.pem other-cert.pem other-key.pem && return 0
+  say "generating the test TLS files ($san)"
+  tls_ca "$t" "newapi-cluster lab: test CA"
+  tls_leaf "$t" "$t/cert.pem" "$t/key.pem" "$TLS_NAME" "$san" 825
+  tls_leaf "$t" "$t/expired-cert.pem" "$t/expired-key.pem" "$TLS_NAME" "$san" expired
+  tls_leaf "$t" "$t/other-cert.pem" "$t/other-key.pem" "$TLS_OTHER_NAME" "DNS:$TLS_OTHER_NAME" 825
+  echo "$recipe" >"$t/recipe"
 }
 
 # ---------------------------------------------------------------- shared services ----
@@ -467,15 +607,63 @@ start_opdocker() {
   die "the operator's dockerd did not start"
 }
 
+# ACME: pebble (directory https://GW:14000/dir, management https://GW:15000) validates HTTP-01
+# on port 80 of whatever pebble-challtestsrv's DNS (GW:8053) answers: every name -> lb by
+# default; POST {"ip":…} to http://GW:8055/set-default-ipv4 to point names at lb2 or the vip.
+# No AAAA answers (-defaultIPv6 ""), so validation never tries ::1 in the root namespace first.
+acme_curl() { curl -fsS --max-time "${ACME_CURL_TIMEOUT:-2}" --cacert "$ACME_DIR/ca.pem" "$@"; }
+challtestsrv_set_default() { # challtestsrv_set_default IP
+  curl -fsS --max-time 5 -o /dev/null -X POST -d "{\"ip\":\"$1\"}" "http://$GW:8055/set-default-ipv4"
+}
+start_acme() {
+  local a="$ACME_DIR" i me
+  cat >"$a/pebble.json" <<EOF
+{
+  "pebble": {
+    "listenAddress": "$GW:14000",
+    "managementListenAddress": "$GW:15000",
+    "certificate": "$a/listener.pem",
+    "privateKey": "$a/listener.key",
+    "httpPort": 80,
+    "tlsPort": 443,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false
+  }
+}
+EOF
+  (cd "$a" && exec env "$MARK=svc:challtestsrv" setsid pebble-challtestsrv -defaultIPv4 "$ACME_DEFAULT_IP" \
+    -defaultIPv6 "" -dns01 "$GW:8053" -http01 "" -https01 "" -tlsalpn01 "" -management "$GW:8055" \
+    </dev/null >"$a/challtestsrv.log" 2>&1) &
+  me=$!; echo "$me" >"$a/challtestsrv.pid"
+  for ((i = 0; i < 100; i++)); do
+    pid_alive "$me" || break
+    challtestsrv_set_default "$ACME_DEFAULT_IP" 2>/dev/null && break
+    sleep 0.1
+  done
+  challtestsrv_set_default "$ACME_DEFAULT_IP" || { tail -20 "$a/challtestsrv.log" >&2; die "pebble-challtestsrv did not start"; }
+  (cd "$a" && exec env "$MARK=svc:pebble" PEBBLE_VA_NOSLEEP=1 setsid pebble -config "$a/pebble.json" \
+    -dnsserver "$GW:8053" </dev/null >"$a/pebble.log" 2>&1) &
+  me=$!; echo "$me" >"$a/pebble.pid"
+  for ((i = 0; i < 100; i++)); do
+    pid_alive "$me" || break
+    acme_curl -o /dev/null "https://$GW:14000/dir" 2>/dev/null && break
+    sleep 0.1
+  done
+  acme_curl -o /dev/null "https://$GW:14000/dir" && acme_curl -o /dev/null "https://$GW:15000/roots/0" ||
+    { tail -20 "$a/pebble.log" >&2; die "pebble did not start"; }
+}
+
 # ---------------------------------------------------------------- lab hosts ----------
 write_sshd_config() {
-  local h="$1" d ip users=root
-  d="$(hdir "$h")"; ip="$(host_ip "$h")"
+  local h="$1" d ip users=root listen
+  d="$(hdir "$h")"; ip="$(host_ip "$h")"; listen="$ip"
   [[ "$h" == "$SUDO_HOST" ]] && users+=" $SUDO_USER_NAME"
+  # a balancer's sshd answers on the vip too while it holds it (all of its own netns' addresses)
+  if is_balancer "$h"; then listen=0.0.0.0; fi
   cat >"$d/sshd_config" <<EOF
 # sshd of lab host $h ($ip), generated by lab.sh
 Port 22
-ListenAddress $ip
+ListenAddress $listen
 HostKey $d/ssh/ssh_host_ed25519_key
 PidFile /run/sshd.pid
 PermitRootLogin prohibit-password
@@ -499,9 +687,10 @@ start_host() {
   d="$(hdir "$h")"; ip="$(host_ip "$h")"
   # a fresh server every time: wipe what the previous run left on it (host keys are kept)
   rm -rf "$d/run" "$d/opt" "$d/etc-nginx" "$d/root" "$d/tmp" "$d/docker" "$d/etc-docker" \
-    "$d/log-nginx" "$d/lib-nginx" "$d/holder.pid"
+    "$d/log-nginx" "$d/lib-nginx" "$d/etc-keepalived" "$d/lib-newapi-cluster" "$d/holder.pid" "$d/nginx.out"
   : >"$d/sshd.log"
-  install -d -m 0755 "$d/run" "$d/run/sshd" "$d/run/lock" "$d/opt" "$d/etc-docker" "$d/log-nginx" "$d/lib-nginx"
+  install -d -m 0755 "$d/run" "$d/run/sshd" "$d/run/lock" "$d/opt" "$d/etc-docker" "$d/log-nginx" "$d/lib-nginx" \
+    "$d/etc-keepalived" "$d/lib-newapi-cluster"
   install -d -m 1777 "$d/tmp" "$d/run/shm"
   install -d -m 0710 "$d/docker"
   install -d -m 0700 "$d/root" "$d/root/.ssh"
@@ -541,6 +730,8 @@ start_host() {
       mount --bind '$d/etc-docker' /etc/docker
       mount --bind '$d/docker' /var/lib/docker
       mount --bind '$d/hosts' /etc/hosts
+      mount --bind '$d/etc-keepalived' /etc/keepalived
+      mount --bind '$d/lib-newapi-cluster' /var/lib/newapi-cluster
       hostname 'lab-$h'
       echo \$\$ > '$d/holder.pid'
       exec sleep infinity" </dev/null >"$d/holder.log" 2>&1 &
@@ -556,6 +747,8 @@ start_host() {
   if [[ "$h" == lb ]]; then
     in_host "$hp" env "$MARK=host:$h" setsid /usr/sbin/nginx </dev/null >"$d/nginx.out" 2>&1 ||
       { cat "$d/nginx.out" >&2; die "host $h: nginx did not start"; }
+  elif [[ "$h" == lb2 ]]; then
+    : # nginx and keepalived installed (the machine's binaries), neither started: the tool must
   elif [[ "$h" == "$BASTION" ]]; then
     : # the jump host runs sshd and nothing else
   else
@@ -700,6 +893,10 @@ write_outputs() {
   for h in "${HOSTS[@]}"; do
     echo "$(host_ip "$h") $(cut -d' ' -f1,2 "$(hdir "$h")/ssh/ssh_host_ed25519_key.pub")" >>"$kh.new"
   done
+  # the vip: either balancer may answer on it, so both keys (ssh accepts a host when any line matches)
+  for h in "${BALANCERS[@]}"; do
+    echo "$VIP $(cut -d' ' -f1,2 "$(hdir "$h")/ssh/ssh_host_ed25519_key.pub")" >>"$kh.new"
+  done
   chmod 0644 "$kh.new"; mv "$kh.new" "$kh"
   # ssh(1) passes only -F (not -i or -o) to the connection it makes to a -J jump host, so the
   # lab's options live in a config file: ssh -F "$LAB_SSH_CONFIG" -J root@BASTION root@N6 CMD
@@ -719,8 +916,9 @@ Host 10.77.0.*
 EOF
   chmod 0644 "$STATE/ssh/config.new"; mv "$STATE/ssh/config.new" "$STATE/ssh/config"
 
-  local nodes_csv="" sql_dsn sql_dsn_l1 redis_url
+  local nodes_csv="" lbs_csv="" sql_dsn sql_dsn_l1 redis_url
   for h in "${NODES[@]}"; do nodes_csv+="${nodes_csv:+,}$(host_ip "$h")"; done
+  for h in "${BALANCERS[@]}"; do lbs_csv+="${lbs_csv:+,}$(host_ip "$h")"; done
   sql_dsn="newapi:$MYSQL_PASSWORD@tcp($GW:3306)/newapi"
   sql_dsn_l1="newapi:$MYSQL_PASSWORD@tcp($GW:3306)/newapi_latin1"
   redis_url="redis://default:$REDIS_PASSWORD@$GW:6379"
@@ -732,6 +930,9 @@ EOF
     "LAB_SH=$LAB_DIR/lab.sh"
     "LAB_GATEWAY=$GW"
     "LAB_LB_HOST=$(host_ip lb)"
+    "LAB_LB2_HOST=$(host_ip lb2)"
+    "LAB_BALANCER_HOSTS=$lbs_csv"
+    "LAB_VIP=$VIP"
     "LAB_NODE_HOSTS=$nodes_csv"
     "LAB_SSH_USER=root"
     "LAB_SSH_KEY=$STATE/ssh/id_ed25519"
@@ -760,6 +961,20 @@ EOF
     "REDIS_CONN_STRING=$redis_url"
     "SESSION_SECRET=$SESSION_SECRET"
     "CRYPTO_SECRET=$CRYPTO_SECRET"
+    "LAB_ACME_DIRECTORY=https://$GW:14000/dir"
+    "LAB_ACME_CA_FILE=$ACME_DIR/ca.pem"
+    "LAB_ACME_ROOTS_URL=https://$GW:15000/roots/0"
+    "LAB_CHALLTESTSRV=http://$GW:8055"
+    "LAB_ACME_DEFAULT_IP=$ACME_DEFAULT_IP"
+    "LAB_TLS_NAME=$TLS_NAME"
+    "LAB_TLS_CA_FILE=$TLS_DIR/ca.pem"
+    "LAB_TLS_CERT_FILE=$TLS_DIR/cert.pem"
+    "LAB_TLS_KEY_FILE=$TLS_DIR/key.pem"
+    "LAB_TLS_EXPIRED_CERT_FILE=$TLS_DIR/expired-cert.pem"
+    "LAB_TLS_EXPIRED_KEY_FILE=$TLS_DIR/expired-key.pem"
+    "LAB_TLS_OTHER_NAME=$TLS_OTHER_NAME"
+    "LAB_TLS_OTHER_CERT_FILE=$TLS_DIR/other-cert.pem"
+    "LAB_TLS_OTHER_KEY_FILE=$TLS_DIR/other-key.pem"
   )
   {
     echo "# newapi-cluster lab, written by lab.sh up ($(date -u +%FT%TZ)); sourceable, dotenv-compatible"
@@ -789,9 +1004,14 @@ self_check() { # one SSH round trip per host, then clear the sshd logs (benchmar
   local h pids=() p fail=0 cmd jump bast b6 sudo_ip
   bast="$(host_ip "$BASTION")"; b6="$(host_ip "$BEHIND_BASTION")"; sudo_ip="$(host_ip "$SUDO_HOST")"
   labssh() { ssh -F "$STATE/ssh/config" "$@"; }
+  # both balancers: their own empty /etc/keepalived, their own /var/lib/newapi-cluster, keepalived
+  # installed and not running, the vip on neither; lb2: nginx installed, config valid, not running
+  local lbcmd='test "$(hostname)" = lab-$H && nginx -t 2>&1 | grep -q "test is successful" && command -v keepalived >/dev/null && [ -z "$(ls -A /etc/keepalived)" ] && [ -d /var/lib/newapi-cluster ] && [ -z "$(ls -A /var/lib/newapi-cluster)" ] && ! [ -s /run/keepalived.pid ] && ! ip -o addr show | grep -q " inet '"$VIP"'/"'
   for h in "${HOSTS[@]}"; do
     jump=()
-    if [[ "$h" == lb ]]; then cmd='nginx -t 2>&1 | grep -q "test is successful"'
+    if [[ "$h" == lb ]]; then cmd="${lbcmd//\$H/$h}"' && kill -0 "$(cat /run/nginx.pid)"'
+    # (nginx -t leaves an empty /run/nginx.pid behind: removed, so lb2 stays as up made it)
+    elif [[ "$h" == lb2 ]]; then cmd="${lbcmd//\$H/$h}"' && ! [ -s /run/nginx.pid ] && rm -f /run/nginx.pid'
     elif [[ "$h" == "$BASTION" ]]; then cmd='test "$(hostname)" = lab-'"$h"
     else cmd='docker info --format "{{.Name}}" | grep -qx lab-'"$h"' && docker-compose version --short >/dev/null'; fi
     [[ "$h" == "$BEHIND_BASTION" ]] && jump=(-J "root@$bast")
@@ -806,6 +1026,9 @@ self_check() { # one SSH round trip per host, then clear the sshd logs (benchmar
   # the host behind the bastion: refused at once when reached directly
   ( ! timeout 3 ssh -F "$STATE/ssh/config" -o ConnectTimeout=2 "root@$b6" true 2>/dev/null ) &
   pids+=("$!:direct ssh to $BEHIND_BASTION (must be refused)")
+  # ACME: the directory over HTTPS with the lab's CA file; the issued chain's root; the DNS answers
+  ( acme_curl "https://$GW:14000/dir" | grep -q newAccount && acme_curl -o /dev/null "https://$GW:15000/roots/0" ) &
+  pids+=("$!:pebble (https://$GW:14000/dir with --cacert $ACME_DIR/ca.pem)")
   for p in "${pids[@]}"; do
     wait "${p%%:*}" || { say "self-check failed on ${p#*:}"; fail=1; }
   done
@@ -841,7 +1064,7 @@ cmd_up() {
   ensure_once
   ensure_sudo_user
   rm -rf "$STATE/logs"; install -d -m 0755 "$STATE/logs"
-  install -d /var/lib/docker /etc/docker /var/log/nginx /var/lib/nginx
+  install -d /var/lib/docker /etc/docker /var/log/nginx /var/lib/nginx /etc/keepalived /var/lib/newapi-cluster
 
   # the bridge and the forwarding rule (the root dockerd sets FORWARD to DROP)
   ip link add "$BR" type bridge
@@ -851,12 +1074,13 @@ cmd_up() {
   sysctl -qw net.ipv4.ip_forward=1
 
   BG_PIDS=()
-  say "starting MariaDB, Redis, registry, operator dockerd and ${#HOSTS[@]} hosts"
+  say "starting MariaDB, Redis, registry, pebble, operator dockerd and ${#HOSTS[@]} hosts"
   run_bg mariadb start_mariadb
   run_bg redis start_redis
   run_bg registry start_registry
   run_bg opdocker start_opdocker
   run_bg bundle build_bundle
+  run_bg acme start_acme
   for h in "${HOSTS[@]}"; do run_bg "host-$h" start_host "$h"; done
   wait_bg
   # the root dockerd may have re-ordered FORWARD; make sure our rule is still there
@@ -885,9 +1109,15 @@ host_status() { # host_status HOST: prints its status line; fails when something
       -j REJECT --reject-with tcp-reset 2>/dev/null; then line+=" (only via $BASTION)"; else line+=" (firewall rule MISSING)"; ok=1; fi
   fi
   if [[ "$h" == "$SUDO_HOST" ]]; then line+=" (+$SUDO_USER_NAME)"; fi
-  if [[ "$h" == lb ]]; then
+  if is_balancer "$h"; then
     p="$(pidfile_pid "$d/run/nginx.pid" 2>/dev/null || true)"
-    if pid_alive "$p"; then line+=", nginx $p"; else line+=", nginx DOWN"; ok=1; fi
+    if pid_alive "$p"; then line+=", nginx $p"
+    elif [[ "$h" == lb2 ]]; then line+=", nginx installed, not started"
+    else line+=", nginx DOWN"; ok=1; fi
+    # keepalived is the tool's to start: only shown, never a failure (its default pid file; a
+    # keepalived started with another -p is not seen here, but reset-balancers finds it by netns)
+    p="$(pidfile_pid "$d/run/keepalived.pid" 2>/dev/null || true)"
+    if pid_alive "$p" && [[ "/proc/$p/exe" -ef /usr/sbin/keepalived ]]; then line+=", keepalived $p"; else line+=", keepalived not running"; fi
   elif [[ "$h" != "$BASTION" ]]; then
     p="$(pidfile_pid "$d/run/docker.pid" 2>/dev/null || true)"
     if pid_alive "$p"; then
@@ -895,6 +1125,19 @@ host_status() { # host_status HOST: prints its status line; fails when something
     else line+=", dockerd DOWN"; ok=1; fi
   fi
   printf '%-11s %-12s %s\n' "lab-$h" "$(host_ip "$h")" "$line"
+  return $ok
+}
+
+acme_status() { # the pebble and challtestsrv lines; fails when either is down
+  local p line ok=0
+  p="$(pidfile_pid "$ACME_DIR/pebble.pid" 2>/dev/null || true)"
+  if pid_alive "$p" && acme_curl -o /dev/null "https://$GW:14000/dir" 2>/dev/null; then line="up, pid $p, https://$GW:14000/dir"
+  elif pid_alive "$p"; then line="pid $p, https://$GW:14000/dir not answering"; ok=1; else line=DOWN; ok=1; fi
+  printf '%-11s %-12s %s\n' pebble "$GW:14000" "$line"
+  p="$(pidfile_pid "$ACME_DIR/challtestsrv.pid" 2>/dev/null || true)"
+  if pid_alive "$p" && curl -s --max-time 2 -o /dev/null "http://$GW:8055/" 2>/dev/null; then line="up, pid $p, DNS $GW:8053"
+  elif pid_alive "$p"; then line="pid $p, management not answering"; ok=1; else line=DOWN; ok=1; fi
+  printf '%-11s %-12s %s\n' challtestsrv "$GW:8055" "$line"
   return $ok
 }
 
@@ -906,6 +1149,10 @@ cmd_status() {
   for h in "${HOSTS[@]}"; do
     ( r=0; host_status "$h" >"$tmp/$h" 2>/dev/null || r=1; echo "$r" >"$tmp/$h.rc" ) &
   done
+  ( r=0; acme_status >"$tmp/acme" 2>/dev/null || r=1; echo "$r" >"$tmp/acme.rc" ) &
+  # the vip belongs to the tool under test: where it is is shown, never a failure
+  ( if [[ $EUID == 0 ]]; then line="held by $(vip_holder 2>/dev/null || true)"; else line="? (root can tell)"; fi
+    printf '%-11s %-12s %s\n' vip "$VIP" "$line" >"$tmp/vip" ) &
   printf '%-11s %-12s %s\n' COMPONENT ADDRESS STATE
   # shellcheck disable=SC1091
   if [[ -r "$STATE/secrets.env" ]]; then . "$STATE/secrets.env"; fi
@@ -926,11 +1173,18 @@ cmd_status() {
   pid_alive "$p" || ok=0
   printf '%-11s %-12s %s\n' opdocker "$OP_SOCK" "$(alive_word "$p")"
   wait
-  for h in "${HOSTS[@]}"; do
+  for h in acme "${HOSTS[@]}"; do
     cat "$tmp/$h"
     [[ "$(cat "$tmp/$h.rc" 2>/dev/null)" == 0 ]] || ok=0
   done
+  cat "$tmp/vip"
   rm -rf "$tmp"
+  # (presence only: up makes them again when they expire within 30 days)
+  line="present ($TLS_NAME, $TLS_OTHER_NAME, expired)"
+  for p in ca.pem cert.pem key.pem expired-cert.pem expired-key.pem other-cert.pem other-key.pem; do
+    [[ -s "$TLS_DIR/$p" ]] || { line="MISSING $p (run lab.sh up)"; ok=0; }
+  done
+  printf '%-11s %-12s %s\n' tls-files "$TLS_DIR" "$line"
   if getent passwd "$SUDO_USER_NAME" >/dev/null && [[ -f "$SUDOERS_FILE" ]]; then
     line="up, $SUDO_USER_NAME@$(host_ip "$SUDO_HOST"), $SUDOERS_FILE"
   else line="DOWN (user or $SUDOERS_FILE missing)"; ok=0; fi
@@ -993,6 +1247,182 @@ cmd_redis_restart() {
   cmd_redis_start
 }
 
+# ---------------------------------------------------------------- balancers, vip ----
+vip_holder() { # prints lb, lb2 or none; prints both and fails on a split brain
+  local h held=()
+  for h in "${BALANCERS[@]}"; do
+    [[ -n "$(ip -n "lab-$h" -o -4 addr show to "$VIP/32" 2>/dev/null)" ]] && held+=("$h")
+  done
+  case ${#held[@]} in
+    0) echo none ;;
+    1) echo "${held[0]}" ;;
+    *) echo both; return 1 ;;
+  esac
+}
+cmd_vip_holder() {
+  [[ $EUID == 0 ]] || die "run as root"
+  local h
+  h="$(vip_holder)" || { echo both; die "$VIP is on both lb and lb2 (split brain)"; }
+  echo "$h"
+}
+vip_drop() { # vip_drop HOST: the vip off every interface of the host
+  local dev cidr
+  while read -r _ dev _ cidr _; do
+    ip -n "lab-$1" addr del "$cidr" dev "${dev%%@*}" 2>/dev/null || true
+  done < <(ip -n "lab-$1" -o -4 addr show to "$VIP/32" 2>/dev/null)
+}
+stop_netns_procs() { # stop_netns_procs HOST COMM: every COMM in the host's netns, TERM (3 s) then KILL
+  local pids
+  pids="$(netns_pids "$1" "$2")"
+  [[ -n "$pids" ]] || return 0
+  # shellcheck disable=SC2086
+  kill_wait TERM 3 $pids || kill_wait KILL 2 $pids || { say "$2 on $1 (pids $pids) did not stop"; return 1; }
+}
+ipt_clean() { # ipt_clean HOST: drop every iptables/ip6tables rule whose comment starts with newapi-cluster
+  local t dump
+  for t in iptables ip6tables; do
+    dump="$(nsenter --net="/run/netns/lab-$1" -- "$t-save" 2>/dev/null)" || continue
+    [[ "$dump" == *"--comment newapi-cluster"* || "$dump" == *'--comment "newapi-cluster'* ]] || continue
+    grep -vE -- '^-A .*--comment "?newapi-cluster' <<<"$dump" | nsenter --net="/run/netns/lab-$1" -- "$t-restore" -w 5 ||
+      { say "$t-restore failed on $1"; return 1; }
+  done
+}
+reset_balancer() { # one balancer back to what up made (see cmd_reset_balancers)
+  local h="$1" d hp p left
+  d="$(hdir "$h")"
+  hp="$(holder_pid "$h")" || die "host $h is not up (run lab.sh up)"
+  # keepalived first: on SIGTERM it drops the vip itself and tells the peer (priority 0)
+  stop_netns_procs "$h" keepalived
+  vip_drop "$h"
+  # (forks are slow on a busy machine: rm and install only when there is something to do)
+  shopt -s nullglob dotglob
+  left=("$d"/run/keepalived*.pid "$d"/run/vrrp.pid "$d"/run/checkers.pid "$d"/run/bfd.pid "$d"/etc-nginx/newapi-cluster*
+    "$d"/etc-keepalived/* "$d"/lib-newapi-cluster/* "$d"/etc-nginx/conf.d/*)
+  shopt -u nullglob dotglob
+  [[ ${#left[@]} == 0 ]] || rm -rf "${left[@]}"
+  [[ -d "$d/etc-nginx/conf.d" ]] || install -d -m 0755 "$d/etc-nginx/conf.d"
+  ipt_clean "$h"
+  if [[ "$h" == lb2 ]]; then
+    stop_netns_procs "$h" nginx
+    rm -f "$d/run/nginx.pid"
+  else
+    p="$(pidfile_pid "$d/run/nginx.pid" 2>/dev/null || true)"
+    if pid_alive "$p"; then
+      in_host "$hp" nginx -s reload >"$d/nginx.out" 2>&1 || { cat "$d/nginx.out" >&2; die "host $h: nginx -s reload failed"; }
+    else
+      stop_netns_procs "$h" nginx
+      in_host "$hp" env "$MARK=host:$h" setsid /usr/sbin/nginx </dev/null >"$d/nginx.out" 2>&1 ||
+        { cat "$d/nginx.out" >&2; die "host $h: nginx did not start"; }
+    fi
+  fi
+}
+# lb and lb2 as up made them: keepalived stopped on both, /etc/keepalived and
+# /var/lib/newapi-cluster emptied, the vip on none of their interfaces, iptables rules with a
+# newapi-cluster… comment gone, conf.d and /etc/nginx/newapi-cluster* removed, nginx stopped on
+# lb2 and reloaded (or started) on lb; pebble-challtestsrv answers every name with lb again.
+cmd_reset_balancers() {
+  [[ $EUID == 0 ]] || die "run as root"
+  local h p pids=() fail=0
+  for h in "${BALANCERS[@]}"; do
+    reset_balancer "$h" &
+    pids+=("$!:$h")
+  done
+  challtestsrv_set_default "$ACME_DEFAULT_IP" || { say "pebble-challtestsrv did not take the default address back"; fail=1; }
+  for p in "${pids[@]}"; do wait "${p%%:*}" || { say "reset of ${p#*:} failed"; fail=1; }; done
+  [[ $fail == 0 ]]
+}
+
+# VRRP between two network namespaces, proved once: keepalived on lb (priority 150) and lb2 (100),
+# both state BACKUP, advert_int 1. Refuses to run while keepalived runs on either (a test is using
+# them); undoes everything it did, even when interrupted.
+VRRP_CHECK_PIDS=()
+vrrp_check_cleanup() {
+  local h
+  if [[ ${#VRRP_CHECK_PIDS[@]} -gt 0 ]]; then kill_wait TERM 5 "${VRRP_CHECK_PIDS[@]}" || kill_wait KILL 2 "${VRRP_CHECK_PIDS[@]}" || true; fi
+  for h in "${BALANCERS[@]}"; do
+    ip link set "vl-$h" up 2>/dev/null || true
+    rm -f "$(hdir "$h")/etc-keepalived/lab-vrrp-check.conf" "$(hdir "$h")"/run/lab-vrrp-check*.pid
+    vip_drop "$h"
+  done
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+wait_vip() { # wait_vip WANT SECONDS: prints the ms it took; fails past SECONDS
+  local want="$1" t0 h
+  t0="$(now_ms)"
+  while (($(now_ms) - t0 < $2 * 1000)); do
+    h="$(vip_holder 2>/dev/null || true)"
+    [[ "$h" == "$want" ]] && { echo $(($(now_ms) - t0)); return 0; }
+    sleep 0.05
+  done
+  say "the vip did not move to $want within $2 s (holder: $h)"; return 1
+}
+vip_answers() { # vip_answers HOST: the root namespace reaches HOST's sshd on the vip; prints the ms it took
+  local t0 out mac want
+  t0="$(now_ms)"
+  want="$(ip -n "lab-$1" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)"
+  while (($(now_ms) - t0 < 10000)); do
+    out="$(ssh -F "$STATE/ssh/config" -o ConnectTimeout=1 "root@$VIP" hostname 2>/dev/null || true)"
+    mac="$(ip neigh show "$VIP" dev "$BR" | grep -o 'lladdr [0-9a-f:]*' | cut -d' ' -f2)"
+    if [[ "$out" == "lab-$1" && "$mac" == "$want" ]]; then echo $(($(now_ms) - t0)); return 0; fi
+    sleep 0.1
+  done
+  say "ssh root@$VIP answered '${out:-nothing}' (ARP: ${mac:-none}), not lab-$1 ($want)"; return 1
+}
+cmd_vrrp_check() {
+  [[ $EUID == 0 ]] || die "run as root"
+  local h hp d prio ms
+  for h in "${BALANCERS[@]}"; do
+    holder_pid "$h" >/dev/null || die "host $h is not up (run lab.sh up)"
+    link_is_up "$h" || die "the link of $h is down"
+    [[ -z "$(netns_pids "$h" keepalived)" ]] || die "keepalived runs on $h already (a test is using it): not touching it"
+  done
+  [[ "$(vip_holder 2>/dev/null)" == none ]] || die "$VIP is held already"
+  trap vrrp_check_cleanup EXIT
+  install -d -m 0755 "$STATE/logs"
+  for h in "${BALANCERS[@]}"; do
+    d="$(hdir "$h")"; hp="$(holder_pid "$h")"
+    if [[ "$h" == lb ]]; then prio=150; else prio=100; fi
+    cat >"$d/etc-keepalived/lab-vrrp-check.conf" <<EOF
+global_defs {
+  router_id lab-$h-check
+}
+vrrp_instance LAB_CHECK {
+  state BACKUP
+  interface eth0
+  virtual_router_id 77
+  priority $prio
+  advert_int 1
+  virtual_ipaddress {
+    $VIP/24 dev eth0
+  }
+}
+EOF
+    # nsenter itself (not the in_host function) so that $! is keepalived's own pid (nsenter, env
+    # and setsid each exec the next)
+    nsenter -t "$hp" -n -m -u --wd=/ -- env "$MARK=host:$h" setsid keepalived -f /etc/keepalived/lab-vrrp-check.conf \
+      -p /run/lab-vrrp-check.pid -r /run/lab-vrrp-check-vrrp.pid -n -l -D </dev/null >"$STATE/logs/vrrp-check-$h.log" 2>&1 &
+    VRRP_CHECK_PIDS+=("$!")
+  done
+  ms="$(wait_vip lb 15)" || die "no holder elected (logs: $STATE/logs/vrrp-check-*.log)"
+  say "elected: lb holds $VIP after $ms ms (both started as BACKUP)"
+  ms="$(vip_answers lb)" || die "the root namespace does not reach the vip on lb"
+  say "reached from the root namespace (ssh root@$VIP -> lab-lb, ARP -> lb's MAC) after $ms ms"
+  ip link set vl-lb down
+  ms="$(wait_vip lb2 15)" || die "the vip did not move to lb2"
+  say "lb's link down: lb2 holds $VIP after $ms ms (lb dropped it)"
+  ms="$(vip_answers lb2)" || die "the root namespace does not reach the vip on lb2 (gratuitous ARP?)"
+  say "reached on lb2 after another $ms ms (ARP updated)"
+  ip link set vl-lb up
+  ms="$(wait_vip lb 15)" || die "the vip did not come back to lb"
+  say "lb's link up: lb holds $VIP again after $ms ms (preemption)"
+  ms="$(vip_answers lb)" || die "the root namespace does not reach the vip back on lb"
+  say "reached on lb after another $ms ms"
+  vrrp_check_cleanup; VRRP_CHECK_PIDS=()
+  trap - EXIT
+  [[ "$(vip_holder 2>/dev/null)" == none ]] || die "the vip is still held after keepalived stopped"
+  say "vrrp-check passed; keepalived stopped on lb and lb2, configs removed"
+}
+
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 # up and down never run at once: re-run under flock(1), which holds the lock itself (-o keeps the
@@ -1013,6 +1443,9 @@ case "${1:-}" in
   redis-stop) cmd_redis_stop ;;
   redis-start) cmd_redis_start ;;
   redis-restart) shift; cmd_redis_restart "$@" ;;
+  vip-holder) cmd_vip_holder ;;
+  reset-balancers) cmd_reset_balancers ;;
+  vrrp-check) cmd_vrrp_check ;;
   env) echo "$STATE/lab.env"; [[ -s "$STATE/lab.env" ]] && grep -o '^[A-Z_0-9]*' "$STATE/lab.env" | sed 's/^/  /' ;;
   -h | --help | help) usage ;;
   *) usage >&2; exit 2 ;;
