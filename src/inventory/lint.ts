@@ -68,20 +68,58 @@ export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>):
   firstIndex('host');
 
   const lbType = str(lb.type) ?? 'nginx';
-  if (lbType === 'nginx' && root.loadBalancer !== undefined && lb.host === undefined) {
-    out.push(error('loadBalancer/host', 'required when type is nginx', 'the host that runs nginx, or set type: none to print the upstream instead'));
+  const lbHosts = [...(str(lb.host) ? [str(lb.host)!] : []), ...(Array.isArray(lb.hosts) ? lb.hosts.map(str).filter((h): h is string => h !== undefined) : [])];
+  if (lbType === 'nginx' && root.loadBalancer !== undefined && lbHosts.length === 0) {
+    out.push(error('loadBalancer/host', 'required when type is nginx', 'the host that runs nginx (or hosts: [a, b] for a pair), or set type: none to print the upstream instead'));
+  }
+  if (lb.host !== undefined && lb.hosts !== undefined) {
+    out.push(error('loadBalancer/host', 'cannot be used with loadBalancer.hosts', 'list every balancer under hosts: [a, b] and remove host'));
   }
   if (root.loadBalancer === undefined) {
     out.push(error('loadBalancer', 'required', 'add loadBalancer: { host: …, serverName: … }, or loadBalancer: { type: none }'));
   }
-  const lbHost = str(lb.host)?.toLowerCase();
+  const seenLb = new Map<string, number>();
+  lbHosts.forEach((h, i) => {
+    const prev = seenLb.get(h.toLowerCase());
+    if (prev !== undefined) out.push(error(`loadBalancer/hosts/${i}`, `"${h}" is already listed (loadBalancer/hosts/${prev})`, 'list each balancer host once'));
+    else seenLb.set(h.toLowerCase(), i);
+  });
+  const vip = str(lb.vip);
+  if (lbType === 'nginx' && lbHosts.length >= 2 && vip === undefined) {
+    out.push(error('loadBalancer/vip', 'required with two or more balancer hosts', 'the floating address keepalived moves to a healthy balancer, and clients use, e.g. vip: 10.0.0.100'));
+  }
+  if (vip !== undefined && lbType === 'nginx' && lbHosts.length === 1) {
+    out.push(warning('loadBalancer/vip', 'with one balancer host, nothing can take the address over', 'add a second host under loadBalancer.hosts, or remove vip'));
+  }
+  if (vip !== undefined && [...lbHosts, ...nodes.map((n) => str(n.host) ?? '')].some((h) => h.toLowerCase() === vip.toLowerCase())) {
+    out.push(error('loadBalancer/vip', `${vip} is already a host's own address`, 'the vip must be a free address on the balancers\' network'));
+  }
   const clusterPort = num(cluster.port, 3000);
   const listen = num(lb.listen, 80);
   nodes.forEach((n, i) => {
-    if (lbType === 'nginx' && lbHost !== undefined && str(n.host)?.toLowerCase() === lbHost && listen === clusterPort) {
-      out.push(error('loadBalancer/listen', `${listen} is also cluster.port on ${lbHost} (nodes/${i})`, 'use another port for nginx or for the nodes'));
+    const nodeHost = str(n.host)?.toLowerCase();
+    if (lbType === 'nginx' && nodeHost !== undefined && lbHosts.some((h) => h.toLowerCase() === nodeHost) && listen === clusterPort) {
+      out.push(error('loadBalancer/listen', `${listen} is also cluster.port on ${nodeHost} (nodes/${i})`, 'use another port for nginx or for the nodes'));
     }
   });
+
+  const tls = obj(lb.tls);
+  if (lb.tls !== undefined) {
+    const files = tls.certificateFile !== undefined || tls.keyFile !== undefined;
+    if (lbType !== 'nginx') out.push(error('loadBalancer/tls', 'needs a balancer managed by newapi-cluster (type: nginx)', 'terminate TLS in your own balancer, or set type: nginx'));
+    if (files && tls.acme !== undefined) out.push(error('loadBalancer/tls', 'has both certificate files and acme', 'choose one: your own certificateFile and keyFile, or acme to have the tool obtain one'));
+    else if (!files && tls.acme === undefined) out.push(error('loadBalancer/tls', 'needs certificateFile and keyFile, or acme', 'e.g. tls: { certificateFile: certs/fullchain.pem, keyFile: certs/privkey.pem }'));
+    else if (files && (tls.certificateFile === undefined || tls.keyFile === undefined)) {
+      out.push(error(`loadBalancer/tls/${tls.certificateFile === undefined ? 'certificateFile' : 'keyFile'}`, 'required with the other one', 'a certificate file and its private key file go together'));
+    }
+    if (tls.acme !== undefined) {
+      const names = (str(lb.serverName) ?? '_').split(' ');
+      if (names.some((n) => n === '_' || n.includes('*') || n.startsWith('~') || n.startsWith('.'))) {
+        out.push(error('loadBalancer/serverName', 'must list the exact names to certify when tls.acme is set (no _, no wildcards)', 'e.g. serverName: api.example.com'));
+      }
+    }
+    if (num(tls.listen, 443) === listen) out.push(error('loadBalancer/tls/listen', `${listen} is also loadBalancer.listen`, 'HTTPS and HTTP need their own ports (443 and 80)'));
+  }
 
   // The server holds quota in memory for one batch interval; draining for less loses it.
   const batch = obj(cluster.batchUpdate);

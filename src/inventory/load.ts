@@ -185,3 +185,10 @@ export function collectSecrets(inv: Inventory): string[] {
   // Short values would redact ordinary words; secrets are validated to be long anyway.
   return [...out].filter((v) => v.length >= 4);
 }
+
+/** The balancer hosts, in order: `loadBalancer.hosts`, or the one `loadBalancer.host`; none with type none. */
+export function balancerHosts(inv: Inventory): string[] {
+  const lb = inv.loadBalancer;
+  if (lb.type !== 'nginx') return [];
+  return lb.hosts ?? (lb.host !== undefined ? [lb.host] : []);
+}

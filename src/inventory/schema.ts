@@ -140,10 +140,31 @@ export const secretsSchema = z.strictObject({
   cryptoSecret: secret,
 });
 
+const IP_RE = /^(?:\d{1,3}(?:\.\d{1,3}){3}|(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]+)$/;
+const IFACE_RE = /^[A-Za-z0-9_.:@-]{1,15}$/;
+
+export const tlsSchema = z.strictObject({
+  certificateFile: filePath.optional(),
+  keyFile: filePath.optional(),
+  acme: z
+    .strictObject({
+      email: z.email({ error: withHint('should be an e-mail address', 'the CA writes there about expiring certificates') }),
+      directoryUrl: z.url({ protocol: /^https$/, error: withHint('should be the https URL of the CA\'s ACME directory', "e.g. https://acme-v02.api.letsencrypt.org/directory") }),
+      caFile: filePath.nullable().default(null),
+    })
+    .optional(),
+  listen: port.default(443),
+  redirectHttp: z.boolean().default(true),
+});
+
 export const loadBalancerSchema = z
   .strictObject({
     type: z.enum(['nginx', 'none'], { error: withHint('should be nginx or none', 'none prints the upstream instead of pushing it') }).default('nginx'),
     host: host.optional(),
+    hosts: z.array(host).min(1, withHint('should list at least one host', 'or leave hosts out and write host: …')).optional(),
+    vip: z.string().regex(IP_RE, withHint('should be an IP address', 'the floating address clients use, e.g. 10.0.0.100')).optional(),
+    vipInterface: z.string().regex(IFACE_RE, withHint('should be a network interface name', 'e.g. eth0; leave it out to use the interface that routes to the vip')).optional(),
+    tls: tlsSchema.optional(),
     listen: port.default(80),
     serverName: z
       .string()
@@ -156,6 +177,13 @@ export const loadBalancerSchema = z
     ssh: sshOverridesSchema.optional(),
   })
   .prefault({});
+
+/** A command run on the operator's machine by `sh -c`, in the inventory's folder. */
+const hookCommand = z
+  .string()
+  .regex(/^[^\0\n\r]+$/, withHint('should be a command on one line', 'e.g. ./hooks/lb-out.sh'))
+  .nullable()
+  .default(null);
 
 export const rolloutSchema = z
   .strictObject({
@@ -172,6 +200,15 @@ export const rolloutSchema = z
     keepReleases: positiveInt('releases').default(3),
     backupBeforeMigrate: z.boolean().default(true),
     keepBackups: positiveInt('backups').default(5),
+    hooks: z
+      .strictObject({
+        beforeDrain: hookCommand,
+        afterReady: hookCommand,
+        beforeUpgrade: hookCommand,
+        afterUpgrade: hookCommand,
+      })
+      .prefault({}),
+    hookTimeoutSeconds: positiveInt('seconds').default(60),
   })
   .prefault({});
 
@@ -203,5 +240,7 @@ export type InventoryInput = z.input<typeof inventorySchema>;
 export type Inventory = z.output<typeof inventorySchema>;
 export type InventoryNode = Inventory['nodes'][number];
 export type SshOverrides = z.output<typeof sshOverridesSchema>;
+export type TlsSettings = z.output<typeof tlsSchema>;
+export type HookName = keyof Inventory['rollout']['hooks'];
 /** The top-level `ssh:` as parsed: every key optional (no defaults filled in). */
 export type SshSettings = z.output<typeof sshSchema>;

@@ -19,7 +19,7 @@ import {
   secretsHash,
   type CheckResult,
 } from '../probes/checks.js';
-import { BALANCER, type Session } from './session.js';
+import type { BalancerHost, Session } from './session.js';
 
 export interface CheckOptions {
   /** Deploy's pre-flight: only what would make a deploy fail (no clock, no secrets comparison). */
@@ -32,10 +32,13 @@ export async function runChecks(session: Session, opts: CheckOptions = {}): Prom
   const inv = session.inv;
   const nodes = opts.nodes ?? inv.nodes;
   const balancer = async (): Promise<CheckResult[]> => {
-    const lb = session.onBalancer();
-    if (!lb) return [];
-    const ssh = withSources(await checkSsh(BALANCER, lb), session, BALANCER);
-    return ssh.status === 'ok' ? [ssh, ...(await checkBalancer(lb))] : [ssh];
+    const all = await Promise.all(
+      session.balancers().map(async (b) => {
+        const ssh = withSources(await checkSsh(b.label, b.ex), session, b);
+        return ssh.status === 'ok' ? [ssh, ...(await checkBalancer(session, b))] : [ssh];
+      }),
+    );
+    return all.flat();
   };
   const [perNode, lbResults] = await Promise.all([mapLimit(nodes, inv.rollout.maxParallel, async (node) => checkNode(session, node, opts)), balancer()]);
   const results = perNode.flat();
@@ -74,7 +77,7 @@ async function checkNode(session: Session, node: InventoryNode, opts: CheckOptio
 }
 
 /** The ssh check says which settings came from ~/.ssh/config, so a surprise there is visible. */
-function withSources(result: CheckResult, session: Session, node: InventoryNode | typeof BALANCER): CheckResult {
+function withSources(result: CheckResult, session: Session, node: InventoryNode | BalancerHost): CheckResult {
   const from = describeSources(session.sshSettingsOf(node).sources);
   return from ? { ...result, detail: `${result.detail}; ${from}` } : result;
 }

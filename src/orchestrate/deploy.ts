@@ -13,6 +13,7 @@ import { containerName, renderCluster } from '../render/render.js';
 import { loadTemplates } from '../render/templates.js';
 import type { RunEnv } from './run-env.js';
 import { runOperation } from './runner.js';
+import { readTlsFiles } from './tls.js';
 import { gatherWork, selectNodes } from './work.js';
 
 export interface DeployOptions {
@@ -27,12 +28,13 @@ export async function runDeploy(env: RunEnv, loaded: LoadedInventory, opts: Depl
   const rendered = renderCluster(inv, templates);
   const image = inv.cluster.image;
   const command = ['deploy', ...(opts.only?.length ? ['--only', ...opts.only] : [])].join(' ');
+  // Certificate files are bad input when they do not parse or do not match: exit 2 before any network.
+  await readTlsFiles(loaded);
 
   await runOperation(env, loaded, {
     command,
     dryRun: opts.dryRun,
     templates,
-    checkNodes: () => targets,
     plan: async (session, progress, balancer): Promise<Plan> => {
       const work = await gatherWork(session, progress, balancer, rendered.nodes.filter((f) => targets.includes(f.node)), () => image);
       // New API runs migrations only on the master, at start-up: a slave must never start on a
@@ -46,7 +48,15 @@ export async function runDeploy(env: RunEnv, loaded: LoadedInventory, opts: Depl
         operation: command,
         verb: 'deployed',
         work,
-        steps: rolloutSteps({ work, batchSize: inv.rollout.batchSize, migrate, balancer: true, prune: true }),
+        // The balancer step only when the balancers differ from what the deploy leaves, or nodes move.
+        steps: rolloutSteps({
+          work,
+          batchSize: inv.rollout.batchSize,
+          migrate,
+          balancer: work.some((w) => w.plan.restart || w.plan.readmit) || (await balancer.needsWork()) !== undefined,
+          prune: true,
+          pullWithStart: inv.images.transfer === 'pull',
+        }),
         warnings: [],
         ...(balancer.enabled ? { balancer: { path: inv.loadBalancer.configPath, before: await balancer.read(), after: balancer.renderFinal() } } : {}),
       };

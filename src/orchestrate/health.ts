@@ -41,7 +41,13 @@ export interface GateOptions {
   report?: (text: string) => void;
 }
 
-const POLL_MS = 250;
+/**
+ * Every 100 ms while a start is young (New API takes seconds: its readiness is caught within
+ * 100 ms), then backing off for a start that drags on (250 ms after 10 s, 1 s after a minute).
+ */
+export function pollInterval(waitedMs: number): number {
+  return waitedMs < 10_000 ? 100 : waitedMs < 60_000 ? 250 : 1_000;
+}
 const POLL_TIMEOUT_MS = 3_000;
 /** Once the run is stopping, a gate gets at most this much longer. */
 export const STOP_GRACE_MS = 20_000;
@@ -70,13 +76,10 @@ export async function waitHealthy(session: Session, node: InventoryNode, opts: G
   let stopNoted = false;
   let readySince: number | undefined;
   let last: StatusAnswer | undefined;
-  let lastSaid: string | undefined;
   let polls = 0;
   let unreachableSince: number | undefined;
-  const say = (text: string) => {
-    if (text !== lastSaid) opts.report?.(text);
-    lastSaid = text;
-  };
+  // Progress prints a message once however often it repeats (--verbose: every poll).
+  const say = (text: string) => opts.report?.(text);
 
   while (clock.now() < deadline) {
     session.aborted.throwIfAborted();
@@ -98,19 +101,19 @@ export async function waitHealthy(session: Session, node: InventoryNode, opts: G
       readySince ??= clock.now();
       const held = clock.now() - readySince;
       if (held >= minReadyMs) return last;
-      say(`healthy (${last.version ?? 'version unknown'}), holding ${Math.ceil((minReadyMs - held) / 1000)} s more`);
+      say(`healthy (${last.version ?? 'version unknown'}); holding for ${minReadyMs / 1000} s`);
     } else {
       readySince = undefined;
       say(last.success ? `answers ${last.version ?? 'no version'}, waiting for ${want}` : `waiting: ${last.problem ?? 'not healthy'}`);
       // Every few polls, look at the container: a crash loop will not heal by waiting.
-      if (!last.unreachable && ++polls % 12 === 0) {
+      if (!last.unreachable && ++polls % 20 === 0) {
         const state = await getContainerState(ex, container);
         if (!state.exists || state.status === 'exited' || state.status === 'dead' || state.restartCount >= 3) {
           throw await gateError(session, node, ex, container, `the container is ${state.exists ? `${state.status} (restarted ${state.restartCount} times)` : 'gone'}`);
         }
       }
     }
-    await clock.sleep(POLL_MS, session.aborted);
+    await clock.sleep(pollInterval(clock.now() - started), session.aborted);
   }
   // A host silent for the whole time is lost; asking it for logs would only wait again.
   if (unreachableSince !== undefined && last?.unreachable) throw new HostLostError(node.name, last.problem ?? 'no answer');

@@ -5,7 +5,9 @@ import type { CliContext } from '../cli/context.js';
 import { InputError } from '../errors.js';
 import { SECRETS_FILE } from '../inventory/load.js';
 import { scaffoldInventory, scaffoldSecrets, type ScaffoldAnswers } from '../inventory/scaffold.js';
+import { isVersionTag } from '../inventory/image.js';
 import { HOST_RE, NAME_RE } from '../inventory/patterns.js';
+import { compareVersions, toSemver } from '../inventory/version.js';
 
 export interface InitOptions {
   output: string;
@@ -20,7 +22,26 @@ export interface InitOptions {
   force?: boolean;
 }
 
-const DEFAULT_IMAGE = 'calciumion/new-api:v0.9.20';
+const REPOSITORY = 'calciumion/new-api';
+/** Docker Hub's tag list of New API; NEWAPI_CLUSTER_TAGS_URL replaces it (a mirror, tests). */
+const TAGS_URL = `https://hub.docker.com/v2/repositories/${REPOSITORY}/tags?page_size=100&ordering=last_updated`;
+
+/**
+ * The newest release the registry lists (no release candidates), or undefined when it cannot be
+ * asked within a few seconds. A default that will only age (a version written here) is worse
+ * than none.
+ */
+export async function newestRelease(url: string, timeoutMs = 3_000): Promise<string | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
+    if (!res.ok) return undefined;
+    const body = (await res.json()) as { results?: { name?: unknown }[] };
+    const tags = (body.results ?? []).map((r) => r.name).filter((n): n is string => typeof n === 'string' && isVersionTag(n) && toSemver(n)?.prerelease.length === 0);
+    return tags.sort((a, b) => compareVersions(b, a) ?? 0)[0];
+  } catch {
+    return undefined;
+  }
+}
 
 /** Documentation addresses (RFC 5737): obviously placeholders, never someone's real server. */
 const placeholderHost = (i: number) => `192.0.2.${11 + i}`;
@@ -34,7 +55,9 @@ export async function runInit(ctx: CliContext, opts: InitOptions): Promise<void>
     throw new InputError('init needs a terminal to ask its questions', 'pass --yes with flags (--name, --hosts, --balancer …) to run without prompts');
   }
 
-  const answers = prompting ? await ask(ctx, opts) : fromFlags(opts, ctx.env);
+  const newest = opts.image ? undefined : await newestRelease(ctx.env.NEWAPI_CLUSTER_TAGS_URL ?? TAGS_URL);
+  const defaultImage = newest ? `${REPOSITORY}:${newest}` : undefined;
+  const answers = prompting ? await ask(ctx, opts, defaultImage) : fromFlags(opts, ctx.env, defaultImage);
   verifyAnswers(answers);
 
   if (await exists(inventoryFile)) {
@@ -68,7 +91,7 @@ export async function runInit(ctx: CliContext, opts: InitOptions): Promise<void>
   else ctx.out.print('next: newapi-cluster validate, then newapi-cluster check');
 }
 
-function fromFlags(opts: InitOptions, env: NodeJS.ProcessEnv): ScaffoldAnswers {
+function fromFlags(opts: InitOptions, env: NodeJS.ProcessEnv, defaultImage: string | undefined): ScaffoldAnswers {
   const hosts = opts.hosts ? opts.hosts.split(',').map((h) => h.trim()).filter(Boolean) : [];
   const count = opts.nodes ?? (hosts.length || 3);
   if (hosts.length > 0 && opts.nodes !== undefined && hosts.length !== opts.nodes) {
@@ -77,7 +100,7 @@ function fromFlags(opts: InitOptions, env: NodeJS.ProcessEnv): ScaffoldAnswers {
   while (hosts.length < count) hosts.push(placeholderHost(hosts.length));
   return {
     name: opts.name ?? 'prod',
-    image: opts.image ?? DEFAULT_IMAGE,
+    image: opts.image ?? defaultImage ?? noImage(),
     hosts,
     balancerHost: opts.balancer,
     serverName: opts.serverName ?? '_',
@@ -90,10 +113,19 @@ function fromFlags(opts: InitOptions, env: NodeJS.ProcessEnv): ScaffoldAnswers {
   };
 }
 
-async function ask(ctx: CliContext, opts: InitOptions): Promise<ScaffoldAnswers> {
+function noImage(): never {
+  throw new InputError('--image: the registry could not be asked for the newest New API version', `name the image and its version: --image ${REPOSITORY}:vX.Y.Z`);
+}
+
+async function ask(ctx: CliContext, opts: InitOptions, defaultImage: string | undefined): Promise<ScaffoldAnswers> {
   const { input, number, password } = await import('@inquirer/prompts');
   const name = await input({ message: 'Cluster name', default: opts.name ?? 'prod', validate: (v) => NAME_RE.test(v) || 'lower-case letters, digits and dashes' });
-  const image = await input({ message: 'New API image (with a version tag)', default: opts.image ?? DEFAULT_IMAGE });
+  const suggested = opts.image ?? defaultImage;
+  const image = await input({
+    message: suggested ? 'New API image (with a version tag)' : `New API image (with a version tag, e.g. ${REPOSITORY}:vX.Y.Z; the registry could not be asked for the newest)`,
+    ...(suggested ? { default: suggested } : {}),
+    validate: (v) => /:[^/]+$/.test(v.trim()) || 'name a version tag',
+  });
   const count = (await number({ message: 'How many nodes, master included?', default: opts.nodes ?? 3, min: 1, max: 1000, required: true })) ?? 3;
   const flagHosts = opts.hosts?.split(',') ?? [];
   const hosts: string[] = [];

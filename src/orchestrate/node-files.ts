@@ -5,9 +5,9 @@
 import type { InventoryNode } from '../inventory/schema.js';
 import type { BalancerMembership, NodeFacts, NodePlan } from '../plan/plan.js';
 import { MANAGED_FILES, parseReleaseListing, parseState, releaseId, releasesToPrune, sha256, statePaths, type NodeState, type Release } from '../plan/state.js';
-import { getContainerState, getImageId } from '../probes/container.js';
+import { parseContainerInspect } from '../probes/container.js';
 import { getStatus } from '../probes/http-status.js';
-import { compose, files } from '../remote/commands.js';
+import { compose, files, parseNodeFacts } from '../remote/commands.js';
 import type { NodeFiles } from '../render/render.js';
 import { containerName } from '../render/render.js';
 import { VERSION } from '../version.js';
@@ -18,20 +18,16 @@ export const TOOL_VERSION = `newapi-cluster ${VERSION}`;
 
 export async function gatherFacts(session: Session, files_: NodeFiles, image: string, balancer: BalancerMembership = 'unmanaged'): Promise<NodeFacts> {
   const ex = session.on(files_.node);
-  const paths = statePaths(session.inv.cluster.dir);
-  const [compose_, env, state, container, desiredImageId] = await Promise.all([
-    ex.readFile(files_.compose.path),
-    ex.readFile(files_.env.path),
-    ex.readFile(paths.state),
-    getContainerState(ex, containerName(session.inv)),
-    getImageId(ex, image),
-  ]);
+  // One round trip: what a plan needs is read in one command (a no-op deploy costs one look).
+  const r = await ex.exec(files.nodeFacts(session.inv.cluster.dir, containerName(session.inv), image), { timeoutMs: 60_000 });
+  const found = parseNodeFacts(r.stdout);
+  const container = parseContainerInspect(found.container);
   const facts: NodeFacts = {
     node: files_.node,
-    files: { [files_.compose.path]: compose_?.toString('utf8'), [files_.env.path]: env?.toString('utf8') },
-    state: parseState(state?.toString('utf8')),
+    files: { [files_.compose.path]: found['docker-compose.yml'], [files_.env.path]: found['.env'] },
+    state: parseState(found['.newapi-cluster/state.json']),
     container,
-    desiredImageId,
+    desiredImageId: found.image?.trim() || undefined,
     balancer,
   };
   // Only a node the balancer leaves out is asked whether it is healthy: may it simply go back in?

@@ -85,7 +85,6 @@ export async function runPrune(env: RunEnv, loaded: LoadedInventory, opts: { dry
     command: 'prune',
     dryRun: false,
     templates,
-    checkNodes: () => [],
     plan: async (): Promise<Plan> => ({ operation: 'prune', verb: 'pruned', work: [], steps: [{ kind: 'prune', nodes: inv.nodes }], warnings: [] }),
   });
 }

@@ -46,7 +46,6 @@ export async function runRestore(env: RunEnv, loaded: LoadedInventory, opts: Res
     command,
     dryRun: opts.dryRun,
     templates,
-    checkNodes: (session) => session.inv.nodes,
     plan: async (session, progress, balancer): Promise<Plan> => {
       const gathered = await gatherWork(session, progress, balancer, rendered.nodes, () => image);
       // Every node restarts on the backup's version, from a stopped container: none is serving.

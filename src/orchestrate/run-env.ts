@@ -3,6 +3,7 @@
  * write, whether a person is watching, the signals that stop a run, and the seams (SSH, the lock's
  * store, time) that unit tests replace.
  */
+import { setMaxListeners } from 'node:events';
 import type { ChalkInstance } from 'chalk';
 import type { StopSignalName } from '../errors.js';
 import type { Output } from '../ui/output.js';
@@ -36,5 +37,8 @@ export interface RunEnv {
 
 /** Signals that never fire: for runs no person can stop (benchmarks, some tests). */
 export function quietSignals(): RunSignals {
-  return { stop: new AbortController().signal, received: undefined, onHardQuit: () => () => undefined };
+  const stop = new AbortController().signal;
+  // Every remote call in flight listens to it (see cli/main.ts).
+  setMaxListeners(0, stop);
+  return { stop, received: undefined, onHardQuit: () => () => undefined };
 }

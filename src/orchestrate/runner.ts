@@ -6,13 +6,14 @@
  * summary, or with "Where things stand" when the run failed or was stopped. The lock is released
  * and every connection closed whatever happens; a hard quit still tries a one-second release.
  */
-import { ExitCode, InterruptedError, LockLostError, errorMessage } from '../errors.js';
+import { CliError, ExitCode, HostUnreachableError, InterruptedError, LockLostError, errorMessage } from '../errors.js';
 import type { LoadedInventory } from '../inventory/load.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { changesHosts, type Plan } from '../plan/steps.js';
+import { mapLimit } from '../remote/limit.js';
 import type { TemplateSources } from '../render/templates.js';
 import { makeProgress, type Progress } from '../ui/progress.js';
-import { printPlan, printSummary, printWhereThingsStand, standing } from '../ui/report.js';
+import { printNothingToDo, printPlan, printSummary, printWhereThingsStand, standing } from '../ui/report.js';
 import { Balancer } from './balancer.js';
 import { auditRun } from './node-files.js';
 import { preflight } from './check.js';
@@ -21,13 +22,22 @@ import type { RunEnv } from './run-env.js';
 import { Session } from './session.js';
 import { runStep, type RunState } from './steps.js';
 
+/** Progress that says nothing: for the second, identical look under the lock. */
+const QUIET: Progress = {
+  phase: async (_title, tasks, opts) => {
+    await mapLimit(tasks, opts?.concurrency ?? 1, (t) => t.run(() => undefined));
+  },
+  step: async (_title, run) => run(() => undefined),
+  info: () => undefined,
+};
+
 export interface OperationSpec {
   /** The command as the lock, the audit log and the report name it. */
   command: string;
   dryRun: boolean;
   templates: TemplateSources;
-  /** Nodes whose pre-flight checks must pass before anything changes. */
-  checkNodes: (session: Session) => InventoryNode[];
+  /** Nodes checked before anything changes besides those the plan restarts (which always are). */
+  alsoCheck?: (session: Session) => InventoryNode[];
   /** Read-only: gather facts from the hosts and build the plan. */
   plan: (session: Session, progress: Progress, balancer: Balancer) => Promise<Plan>;
 }
@@ -42,9 +52,19 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
   let balancer: Balancer | undefined;
   let unhook: (() => void) | undefined;
   try {
+    const started = session.clock.now();
+    // One look at every host (one round trip each), without the lock: a run with nothing to do
+    // stops here — no lock, no tunnels, no checks. Operators run deploy from CI on every merge.
+    const look = await spec.plan(session, progress, new Balancer(session, spec.templates)).catch((e: unknown) => {
+      throw beforeAnyChange(e);
+    });
     if (spec.dryRun) {
-      plan = await spec.plan(session, progress, new Balancer(session, spec.templates));
-      printPlan(env, plan, session.inv, loaded.secretValues);
+      printPlan(env, look, session.inv, loaded.secretValues);
+      return state;
+    }
+    if (look.steps.length === 0) {
+      plan = look;
+      printNothingToDo(env, look, (session.clock.now() - started) / 1000);
       return state;
     }
     await progress.step(`Take the lock on cluster ${session.project}`, async () => {
@@ -66,15 +86,24 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
     balancer = new Balancer(session, spec.templates, () => held.verify());
     const b = balancer;
 
-    // Both only read: facts are gathered while the checks run, and used only if they pass.
-    const planned = spec.plan(session, progress, b);
-    planned.catch(() => undefined);
-    const nodes = spec.checkNodes(session);
+    // Under the lock the hosts are read again (another operator may have changed them since the
+    // look), and only what the plan will rely on is checked: the nodes it (re)starts — Docker,
+    // compose, disk, database and Redis from each — and the balancer.
+    let locked: Plan | undefined;
+    await progress.step('Read the hosts again under the lock', async () => {
+      locked = await spec.plan(session, QUIET, b);
+    });
+    plan = locked!;
+    if (plan.steps.length === 0) {
+      printNothingToDo(env, plan, (session.clock.now() - started) / 1000, true);
+      return state;
+    }
+    const restarting = plan.work.filter((w) => w.plan.restart).map((w) => w.plan.node);
+    const nodes = [...new Set([...restarting, ...(spec.alsoCheck?.(session) ?? [])])];
     if (nodes.length > 0 || b.enabled) await preflight(session, progress, nodes);
-    plan = await planned;
     for (const w of plan.warnings) progress.info(`! ${w}`);
 
-    const cx = { session, progress, balancer: b, state, stop };
+    const cx = { session, progress, balancer: b, state, stop, templates: spec.templates };
     for (const step of plan.steps) {
       if (stop.aborted) throw stopped(env, state);
       if (changesHosts(step)) await held.verify();
@@ -118,6 +147,14 @@ function stopped(env: RunEnv, state: RunState): InterruptedError {
       : `interrupted (${signal}) before anything was changed`,
     signal,
   );
+}
+
+/** A host that could not be read (down, a changed key) fails the look: the operator is told nothing changed. */
+function beforeAnyChange(e: unknown): unknown {
+  if (!(e instanceof CliError) || e.exitCode !== ExitCode.failed) return e;
+  const message = `could not read every host, nothing was changed: ${e.message}`;
+  const opts = { ...(e.hint ? { hint: e.hint } : {}), ...(e.node ? { node: e.node } : {}), cause: e };
+  return e instanceof HostUnreachableError ? new HostUnreachableError(message, opts) : new CliError(message, opts);
 }
 
 /** A failure that happened because the run was stopping is reported as the stop it is. */

@@ -34,7 +34,6 @@ export async function runAddNode(env: RunEnv, loaded: LoadedInventory, entry: Ne
     command,
     dryRun: false,
     templates,
-    checkNodes: () => [node],
     plan: async (session, progress, balancer): Promise<Plan> => {
       const work = await gatherWork(session, progress, balancer, rendered.nodes.filter((f) => f.node === node), () => inv.cluster.image);
       return {
@@ -42,7 +41,7 @@ export async function runAddNode(env: RunEnv, loaded: LoadedInventory, entry: Ne
         verb: 'added',
         work,
         // The inventory names the node from the moment the balancer does, not before.
-        steps: rolloutSteps({ work, batchSize: 1, balancer: true, admitStarted: false, inventory: { what: `add ${node.name}`, text: edited } }),
+        steps: rolloutSteps({ work, batchSize: 1, balancer: true, admitStarted: false, inventory: { what: `add ${node.name}`, text: edited }, pullWithStart: inv.images.transfer === 'pull' }),
         warnings: [],
       };
     },
@@ -62,7 +61,6 @@ export async function runRemoveNode(env: RunEnv, loaded: LoadedInventory, opts: 
     command,
     dryRun: false,
     templates,
-    checkNodes: () => [],
     plan: async (_session, _progress, balancer): Promise<Plan> => {
       await balancer.read();
       return {

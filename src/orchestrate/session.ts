@@ -10,7 +10,7 @@ import { hostname, userInfo } from 'node:os';
 import { dirname } from 'node:path';
 import { CliError } from '../errors.js';
 import type { RedisUrl } from '../inventory/dsn.js';
-import type { LoadedInventory } from '../inventory/load.js';
+import { balancerHosts, type LoadedInventory } from '../inventory/load.js';
 import type { Inventory, InventoryNode, SshOverrides } from '../inventory/schema.js';
 import { compose as composeCmd, type ComposeFlavor } from '../remote/commands.js';
 import { guarded } from '../remote/guarded.js';
@@ -22,6 +22,15 @@ import type { LockStore } from './lock.js';
 import type { RunEnv } from './run-env.js';
 
 export const BALANCER = 'balancer';
+
+export interface BalancerHost {
+  /** `balancer`, or `balancer-1`, `balancer-2`… when there are several. */
+  label: string;
+  host: string;
+  /** Its place in loadBalancer.hosts (keepalived's priority follows it). */
+  index: number;
+  ex: Executor;
+}
 
 /** Once a run is stopping, new remote calls get these deadlines: a vanished host costs seconds, not minutes. */
 export const STOPPING_OP_TIMEOUT_MS = 3_000;
@@ -120,19 +129,22 @@ export class Session {
     return this.target(node.name, node.host, node.ssh);
   }
 
-  balancerTarget(): SshTarget | undefined {
-    const lb = this.inv.loadBalancer;
-    if (lb.type !== 'nginx' || lb.host === undefined) return undefined;
-    return this.target(BALANCER, lb.host, lb.ssh);
+  /** The balancer hosts: `balancer` when there is one, `balancer-1`, `balancer-2`… for a pair. */
+  balancers(): BalancerHost[] {
+    const hosts = balancerHosts(this.inv);
+    return hosts.map((host, i) => {
+      const label = hosts.length === 1 ? BALANCER : `${BALANCER}-${i + 1}`;
+      return { label, host, index: i, ex: this.executor(this.target(label, host, this.inv.loadBalancer.ssh)) };
+    });
   }
 
   on(node: InventoryNode): Executor {
     return this.executor(this.targetOf(node));
   }
 
+  /** The first balancer host's executor (reads that need one look, like status). */
   onBalancer(): Executor | undefined {
-    const t = this.balancerTarget();
-    return t && this.executor(t);
+    return this.balancers()[0]?.ex;
   }
 
   /** The lock's store, through the first node that reaches Redis: master first, then the slaves; `avoid` last. */
@@ -191,10 +203,8 @@ export class Session {
   }
 
   /** Where each SSH setting of a host came from: the inventory, ~/.ssh/config, or a default. */
-  sshSettingsOf(node: InventoryNode | typeof BALANCER): ResolvedSshTarget {
-    const lb = this.inv.loadBalancer;
-    const [label, host, overrides] = node === BALANCER ? [BALANCER, lb.host ?? '', lb.ssh] : [node.name, node.host, node.ssh];
-    return this.resolve(label, host, overrides);
+  sshSettingsOf(node: InventoryNode | BalancerHost): ResolvedSshTarget {
+    return 'name' in node ? this.resolve(node.name, node.host, node.ssh) : this.resolve(node.label, node.host, this.inv.loadBalancer.ssh);
   }
 
   private target(label: string, host: string, overrides: SshOverrides | undefined): SshTarget {

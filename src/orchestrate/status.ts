@@ -5,7 +5,8 @@ import { parseState, statePaths } from '../plan/state.js';
 import { getContainerState } from '../probes/container.js';
 import { getStatus } from '../probes/http-status.js';
 import { mapLimit } from '../remote/limit.js';
-import { containerName, hostPort } from '../render/render.js';
+import { keepalived } from '../remote/commands.js';
+import { containerName } from '../render/render.js';
 import { balancerStateOf } from './balancer.js';
 import { readLock, type LockHolder } from './lock.js';
 import type { Session } from './session.js';
@@ -31,7 +32,9 @@ export interface NodeStatus {
 export interface ClusterStatus {
   cluster: string;
   nodes: NodeStatus[];
-  balancer: { reachable: boolean; error?: string };
+  balancer: { reachable: boolean; error?: string; hosts: { label: string; host: string; reachable: boolean; error?: string; holdsVip?: boolean }[] };
+  /** With a balancer pair: the floating address and the host holding it (null: nobody). */
+  vip?: { address: string; holder: string | null };
   lock: (LockHolder & { ttlMs: number }) | null | 'unknown';
 }
 
@@ -39,18 +42,44 @@ export { balancerStateOf };
 
 export async function getClusterStatus(session: Session): Promise<ClusterStatus> {
   const inv = session.inv;
-  let config: string | undefined;
-  const balancer: ClusterStatus['balancer'] = { reachable: false };
-  const lb = session.onBalancer();
-  if (lb) {
+  const hosts = session.balancers();
+  const balancer: ClusterStatus['balancer'] = { reachable: false, hosts: [] };
+  let places: Map<string, BalancerState> | undefined;
+  if (hosts.length > 0) {
+    // The same reading as a run's: the upstream file, and the drain rules, of every balancer.
+    const { Balancer } = await import('./balancer.js');
+    const { loadTemplates } = await import('../render/templates.js');
+    const { dirname } = await import('node:path');
+    const b = new Balancer(session, await loadTemplates(inv.templates, dirname(session.loaded.path)));
     try {
-      config = (await lb.readFile(inv.loadBalancer.configPath))?.toString('utf8');
+      const m = await b.memberships();
+      places = new Map([...m].map(([n, p]) => [n, p === 'unmanaged' ? 'unmanaged' : p]));
       balancer.reachable = true;
     } catch (e) {
       balancer.error = errorMessage(e);
     }
   }
-  const nodes = await mapLimit(inv.nodes, inv.rollout.maxParallel, (n) => nodeStatus(session, n, lb ? (balancer.reachable ? config : null) : undefined));
+  const vip = inv.loadBalancer.vip;
+  const [nodes, hostStates] = await Promise.all([
+    mapLimit(inv.nodes, inv.rollout.maxParallel, (n) => nodeStatus(session, n, hosts.length === 0 ? 'unmanaged' : (places?.get(n.name) ?? 'unknown'))),
+    Promise.all(
+      hosts.map(async (h): Promise<ClusterStatus['balancer']['hosts'][number]> => {
+        try {
+          const held = vip ? (await h.ex.exec(keepalived.holds(vip), { allowFailure: true, timeoutMs: 10_000 })).stdout.trim() !== '' : undefined;
+          return { label: h.label, host: h.host, reachable: true, ...(held === undefined ? {} : { holdsVip: held }) };
+        } catch (e) {
+          return { label: h.label, host: h.host, reachable: false, error: errorMessage(e) };
+        }
+      }),
+    ),
+  ]);
+  balancer.hosts = hostStates;
+  const out: Omit<ClusterStatus, 'lock'> = {
+    cluster: inv.cluster.name,
+    nodes,
+    balancer,
+    ...(vip && hosts.length > 1 ? { vip: { address: vip, holder: hostStates.find((h) => h.holdsVip)?.label ?? null } } : {}),
+  };
   let lock: ClusterStatus['lock'] = 'unknown';
   try {
     const store = await session.openLockStore();
@@ -63,10 +92,10 @@ export async function getClusterStatus(session: Session): Promise<ClusterStatus>
   } catch {
     lock = 'unknown';
   }
-  return { cluster: inv.cluster.name, nodes, balancer, lock };
+  return { ...out, lock };
 }
 
-async function nodeStatus(session: Session, node: InventoryNode, config: string | null | undefined): Promise<NodeStatus> {
+async function nodeStatus(session: Session, node: InventoryNode, place: BalancerState): Promise<NodeStatus> {
   const inv = session.inv;
   const base: NodeStatus = {
     name: node.name,
@@ -74,7 +103,7 @@ async function nodeStatus(session: Session, node: InventoryNode, config: string 
     role: node.role,
     reachable: false,
     healthy: false,
-    balancer: config === undefined ? 'unmanaged' : config === null ? 'unknown' : balancerStateOf(config, hostPort(node.host, inv.cluster.port)),
+    balancer: place,
   };
   const ex = session.on(node);
   try {

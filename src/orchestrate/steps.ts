@@ -11,17 +11,21 @@
  */
 import { CliError, HostUnreachableError, InterruptedError, errorMessage } from '../errors.js';
 import { parseImageRef } from '../inventory/image.js';
-import type { InventoryNode } from '../inventory/schema.js';
+import type { HookName, InventoryNode } from '../inventory/schema.js';
 import type { NodeWork } from '../plan/plan.js';
 import { parseState, sha256, statePaths } from '../plan/state.js';
 import type { Step } from '../plan/steps.js';
 import { compose, docker, files } from '../remote/commands.js';
 import { mapLimit } from '../remote/limit.js';
 import { containerName } from '../render/render.js';
+import type { TemplateSources } from '../render/templates.js';
 import type { Progress } from '../ui/progress.js';
 import type { Balancer } from './balancer.js';
-import { ensureImage } from './images.js';
+import { ensureImage, transferImage } from './images.js';
 import { waitHealthy } from './health.js';
+import { runHook } from './hooks.js';
+import { ensureVrrp } from './keepalived.js';
+import { ensureCertificate } from './tls.js';
 import { writeInventoryText } from './inventory-edit.js';
 import { runMigrations } from './migrate.js';
 import { audit, composeCreate, composeUp, ensureLayout, recordState, writeNodeFiles } from './node-files.js';
@@ -53,10 +57,13 @@ export interface RunState {
   backup?: string;
   /** When the balancer went into maintenance (restore). */
   downSince?: number;
+  /** Nodes whose afterReady hook already ran in this run. */
+  ready?: Set<string>;
 }
 
 export interface StepContext {
   session: Session;
+  templates: TemplateSources;
   progress: Progress;
   balancer: Balancer;
   state: RunState;
@@ -100,6 +107,13 @@ export async function runStep(cx: StepContext, step: Step): Promise<void> {
       return restoreDatabaseStep(cx, step.path, step.file);
     case 'prune':
       return pruneStep(cx, step.nodes);
+    case 'tls':
+      return cx.progress.step('Renew the certificate of the balancers', async (report) => {
+        if (await ensureCertificate(cx.session, cx.balancer, report, { force: step.force })) {
+          cx.state.changed = true;
+          cx.state.notes.push('certificate renewed and uploaded to every balancer; nginx reloaded');
+        } else cx.state.notes.push('certificate not due: nothing changed');
+      });
     default:
       return unreachable(step);
   }
@@ -116,15 +130,33 @@ function setOutcome(cx: StepContext, node: InventoryNode, action: NodeAction, im
 }
 
 async function ensureImages(cx: StepContext, work: NodeWork[]): Promise<void> {
+  const { session } = cx;
+  // Over SSH, each image leaves this machine once, streamed to every node that needs it.
+  const transfers = new Map<string, ReturnType<typeof transferImage>>();
+  const shared = (image: string) => {
+    let t = transfers.get(image);
+    if (!t) {
+      t = transferImage(session, work.filter((w) => w.plan.image === image).map((w) => w.plan.node), image);
+      transfers.set(image, t);
+    }
+    return t;
+  };
   await cx.progress.phase(
     'Make the image present on every node',
     work.map((w) => ({
       title: `Make ${w.plan.image} present on ${w.plan.node.name}`,
       run: async (report) => {
-        report(await ensureImage(cx.session, w.plan.node, w.plan.image, report));
+        if (session.inv.images.transfer !== 'ssh') {
+          report(await ensureImage(session, w.plan.node, w.plan.image, report));
+          return;
+        }
+        report(`streaming ${w.plan.image} from this machine`);
+        const r = (await shared(w.plan.image)).get(w.plan.node.name);
+        if (r instanceof Error) throw r;
+        report(r ?? 'transferred');
       },
     })),
-    { concurrency: cx.session.inv.rollout.maxParallel },
+    { concurrency: session.inv.rollout.maxParallel },
   );
 }
 
@@ -142,13 +174,20 @@ async function startNodes(cx: StepContext, first: NodeWork[], rest: NodeWork[], 
     run: async (report: (t: string) => void) => {
       const node = w.plan.node;
       try {
+        await runHook(session, 'beforeUpgrade', node, w.plan.image, report);
+        if (!prepared() && w.plan.pullImage) report(await ensureImage(session, node, w.plan.image, report));
         await replaceNode(session, w, report, prepared());
+        await runHook(session, 'afterUpgrade', node, w.plan.image, report);
         await recordState(session, w.files, w.plan.image, w.facts, state.operation);
         setOutcome(cx, node, 'started', w.plan.image, w.plan.reasons.join(', '));
         state.excluded.delete(node.name);
         if (admit && cx.balancer.enabled) {
           cx.balancer.set([node.name], 'in');
           await cx.balancer.apply();
+        }
+        if (admit) {
+          await runHook(session, 'afterReady', node, w.plan.image, report);
+          (state.ready ??= new Set()).add(node.name);
         }
       } catch (e) {
         state.excluded.add(node.name);
@@ -168,8 +207,9 @@ async function startNodes(cx: StepContext, first: NodeWork[], rest: NodeWork[], 
       [
         ...first.map((w) => start(w, () => false)),
         ...rest.map((w) => ({
-          title: `Prepare ${w.plan.node.name}: files and container, not started`,
-          run: async () => {
+          title: `Prepare ${w.plan.node.name}: image, files and container, not started`,
+          run: async (report: (t: string) => void) => {
+            if (w.plan.pullImage) report(await ensureImage(session, w.plan.node, w.plan.image, report));
             await ensureLayout(session, w.plan.node);
             await writeNodeFiles(session, w.plan);
             await composeCreate(session, w.plan.node);
@@ -211,10 +251,14 @@ async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
   const label = nodes.map((n) => n.name).join(', ');
   const drainSeconds = session.inv.rollout.drainSeconds;
 
+  // A hook that takes the batch out of an external balancer runs before anything is touched.
+  await hooks(cx, 'beforeDrain', batch);
   let stoppedWhileDraining = false;
   await progress.step(`Drain ${label} from the balancer`, async (report) => {
     if (!balancer.enabled) {
-      report('no balancer managed (loadBalancer.type: none): take the nodes out by hand');
+      report(session.inv.rollout.hooks.beforeDrain ? 'no balancer managed: the beforeDrain hook took the nodes out' : 'no balancer managed (loadBalancer.type: none): take the nodes out by hand, or set rollout.hooks');
+      state.changed = true;
+      await session.clock.sleep(drainSeconds * 1000, session.aborted);
       return;
     }
     balancer.set(nodes.map((n) => n.name), 'drained');
@@ -233,6 +277,12 @@ async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
     throw new InterruptedError(`stopped before ${label} ${nodes.length === 1 ? 'was' : 'were'} recreated; ${nodes.length === 1 ? 'it is' : 'they are'} back in the balancer`);
   }
 
+  try {
+    await hooks(cx, 'beforeUpgrade', batch);
+  } catch (e) {
+    await putBack(cx, nodes, label);
+    throw e;
+  }
   const failures: { work: NodeWork; error: unknown }[] = [];
   await progress
     .phase(
@@ -253,6 +303,12 @@ async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
     .catch(() => undefined);
 
   if (failures.length === 0) {
+    await hooks(cx, 'afterUpgrade', batch).catch((e: unknown) => {
+      // The hook's failure fails the batch: it goes back like one that failed its gate.
+      failures.push({ work: batch[0]!, error: e });
+    });
+  }
+  if (failures.length === 0) {
     // Recorded only once the whole batch passed: a batch that goes back leaves no node claiming the new version.
     for (const w of batch) {
       await recordState(session, w.files, w.plan.image, w.facts, state.operation);
@@ -263,6 +319,8 @@ async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
   }
 
   await putBack(cx, nodes.filter((n) => !state.excluded.has(n.name)), label, nodes.filter((n) => state.excluded.has(n.name)));
+  if (failures.length === 0) await hooks(cx, 'afterReady', batch);
+  else await hooks(cx, 'afterReady', batch.filter((w) => !state.excluded.has(w.plan.node.name))).catch(() => undefined);
   if (failures.length > 0) {
     const first = failures[0]!;
     const stranded = nodes.filter((n) => state.excluded.has(n.name)).map((n) => n.name);
@@ -372,7 +430,14 @@ async function readmit(cx: StepContext, work: NodeWork[], admit: boolean): Promi
 
 async function updateBalancer(cx: StepContext): Promise<void> {
   const { balancer, session, state } = cx;
-  if (!balancer.enabled) return;
+  if (!balancer.enabled) {
+    // An external balancer: nodes added without admission (add-node) go in through the hook.
+    for (const o of [...state.outcomes.values()].filter((x) => x.action === 'started' && !state.ready?.has(x.node))) {
+      const node = session.node(o.node);
+      if (node) await cx.progress.step(`Run the afterReady hook for ${node.name}`, (report) => runHook(session, 'afterReady', node, o.image ?? session.inv.cluster.image, report));
+    }
+    return;
+  }
   await cx.progress.step('Update the balancer', async (report) => {
     // Only nodes this run gated go in; a node an earlier run left out stays out unless this run proved it healthy.
     const gated = session.inv.nodes.filter((n) => ['started', 'readmitted', 'recreated'].includes(state.outcomes.get(n.name)?.action ?? '') && !state.excluded.has(n.name));
@@ -381,18 +446,33 @@ async function updateBalancer(cx: StepContext): Promise<void> {
       'in',
     );
     balancer.set(state.excluded, 'out');
-    const changed = await balancer.apply();
+    const pushes = balancer.pushes;
+    // The certificate goes up before any file that names it (ensureCertificate then pushes the
+    // map): a balancer that lost it gets it back, and no other ever runs a file without HTTPS.
+    const certificate = session.inv.loadBalancer.tls ? await ensureCertificate(session, balancer, report) : false;
+    await balancer.apply();
+    const changed = balancer.pushes > pushes || certificate;
+    if (await ensureVrrp(session, cx.templates, report)) state.changed = true;
     // Nodes admitted as they passed their gates already changed it during this run.
-    state.balancerChanged = balancer.pushes > 0;
+    state.balancerChanged = balancer.pushes > 0 || certificate;
     if (changed) state.changed = true;
     report(changed ? 'nginx -t passed, reloaded' : 'unchanged');
   });
+}
+
+/** A hook for every node of a batch, in rollout order, inside a step of its own. */
+async function hooks(cx: StepContext, name: HookName, batch: NodeWork[]): Promise<void> {
+  if (!cx.session.inv.rollout.hooks[name] || batch.length === 0) return;
+  for (const w of batch) {
+    await cx.progress.step(`Run the ${name} hook for ${w.plan.node.name}`, (report) => runHook(cx.session, name, w.plan.node, w.plan.image, report));
+  }
 }
 
 async function removeNode(cx: StepContext, node: InventoryNode, purge: boolean): Promise<void> {
   const { session, progress, balancer, state } = cx;
   const inv = session.inv;
   if (purge) await verifyOurs(session, node);
+  await progress.step(`Run the beforeDrain hook for ${node.name}`, (report) => runHook(session, 'beforeDrain', node, inv.cluster.image, report));
   state.changed = true;
   await progress.step(`Drain ${node.name} from the balancer`, async (report) => {
     if (!balancer.enabled) return report('no balancer managed: take the node out by hand');

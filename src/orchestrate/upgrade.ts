@@ -80,7 +80,6 @@ export async function runUpgrade(env: RunEnv, loaded: LoadedInventory, opts: Upg
     command,
     dryRun: opts.dryRun,
     templates,
-    checkNodes: (session) => session.inv.nodes,
     plan: async (session, progress, balancer): Promise<Plan> => {
       const work = await gatherWork(session, progress, balancer, rendered.nodes, () => image);
       for (const w of work) {
@@ -120,7 +119,6 @@ export async function runRollback(env: RunEnv, loaded: LoadedInventory, opts: Ro
     command,
     dryRun: opts.dryRun,
     templates,
-    checkNodes: (session) => session.inv.nodes,
     plan: async (session, progress, balancer): Promise<Plan> => {
       const warnings: string[] = [];
       let found: (NodeWork | undefined)[] = [];

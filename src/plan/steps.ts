@@ -40,7 +40,9 @@ export type Step =
   /** Load a verified backup into the database, through the master's SSH connection. */
   | { kind: 'restore'; path: string; file: string }
   /** Remove releases and images older than rollout.keepReleases (never the running or a kept one). */
-  | { kind: 'prune'; nodes: InventoryNode[] };
+  | { kind: 'prune'; nodes: InventoryNode[] }
+  /** The balancers' certificate: obtained or renewed over ACME when due (or forced), uploaded, nginx reloaded. */
+  | { kind: 'tls'; force: boolean };
 
 export interface Plan {
   /** The command, as the lock, the audit log and the report name it. */
@@ -87,6 +89,11 @@ export interface RolloutInput {
   inventory?: { what: string; text: string } | undefined;
   /** Prune old releases and images after success (deploy, upgrade). */
   prune?: boolean;
+  /**
+   * Nodes that serve nothing yet pull their own image as part of their start (images.transfer:
+   * pull); with transfer: ssh every node gets it in the images step, from one `docker save`.
+   */
+  pullWithStart?: boolean;
 }
 
 /**
@@ -98,7 +105,10 @@ export function rolloutSteps(input: RolloutInput): Step[] {
   const { work } = input;
   const restarting = work.filter((w) => w.plan.restart);
   const steps: Step[] = [];
-  const needImage = restarting.filter((w) => w.plan.pullImage);
+  // Nodes that serve get their image before anything is drained; nodes that serve nothing yet
+  // pull their own as part of their start, so the master starts as soon as its image is there.
+  const early = (w: NodeWork) => w.plan.serving || !input.pullWithStart || (input.migrate !== undefined && w.plan.node.role === 'master');
+  const needImage = restarting.filter((w) => w.plan.pullImage && early(w));
   if (needImage.length > 0) steps.push({ kind: 'images', work: needImage });
   if (input.migrate && restarting.some((w) => w.plan.image === input.migrate!.image)) {
     if (input.migrate.backup) steps.push({ kind: 'backup', image: input.migrate.image });
@@ -159,5 +169,7 @@ export function describeStep(step: Step, opts: { drainSeconds: number; transfer:
       return `restore the database from ${step.file} (every table dropped first), through the master`;
     case 'prune':
       return `remove releases and images older than rollout.keepReleases on ${step.nodes.map((n) => n.name).join(', ')}`;
+    case 'tls':
+      return `renew the balancers' certificate${step.force ? '' : ' if it expires within 30 days or does not cover every server name'}, upload it, reload nginx`;
   }
 }

@@ -7,10 +7,12 @@ import { parseEnv } from 'node:util';
 import { errorMessage } from '../errors.js';
 import { parseDatabaseDsn, parseRedisUrl, type DatabaseDsn } from '../inventory/dsn.js';
 import type { InventoryNode } from '../inventory/schema.js';
-import { docker, files, nginx } from '../remote/commands.js';
+import { X509Certificate } from 'node:crypto';
+import { balancerHosts } from '../inventory/load.js';
+import { docker, files, firewall, keepalived, nginx } from '../remote/commands.js';
 import type { Executor } from '../remote/types.js';
-import { containerName } from '../render/render.js';
-import type { Session } from '../orchestrate/session.js';
+import { containerName, tlsPaths } from '../render/render.js';
+import type { BalancerHost, Session } from '../orchestrate/session.js';
 import type { Dialer } from './clients.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
@@ -254,16 +256,50 @@ export function secretsHash(session: string | undefined, crypto: string | undefi
   return createHash('sha256').update(`${session ?? ''}\0${crypto ?? ''}`).digest('hex').slice(0, 12);
 }
 
-export async function checkBalancer(ex: Executor): Promise<CheckResult[]> {
+/** A balancer host: nginx, its configuration test, the firewall drains use, keepalived for a pair, the certificate. */
+export async function checkBalancer(session: Session, b: BalancerHost): Promise<CheckResult[]> {
+  const { ex, label } = b;
+  const inv = session.inv;
   const v = await ex.exec(nginx.version(), { allowFailure: true });
-  if (v.code !== 0) return [fail('balancer', 'nginx', 'nginx is not installed', 'apt-get install nginx (or set loadBalancer.type: none)')];
+  if (v.code !== 0) return [fail(label, 'nginx', 'nginx is not installed', 'apt-get install nginx (or set loadBalancer.type: none)')];
   const version = /nginx\/(\S+)/.exec(v.stderr + v.stdout)?.[1] ?? 'unknown';
-  const t = await ex.exec(nginx.test(), { allowFailure: true });
-  if (t.code !== 0) {
-    return [
-      ok('balancer', 'nginx', `nginx ${version}`),
-      fail('balancer', 'nginx -t', t.stderr.trim().split('\n').slice(-1)[0] ?? 'failed', 'fix the nginx configuration before deploying'),
-    ];
+  const [t, fw, ka, cert] = await Promise.all([
+    ex.exec(nginx.test(), { allowFailure: true }),
+    ex.exec(firewall.probe(), { allowFailure: true }),
+    balancerHosts(inv).length > 1 ? ex.exec(keepalived.state(), { allowFailure: true }) : Promise.resolve(undefined),
+    inv.loadBalancer.tls ? ex.readFile(tlsPaths(inv).certificate).catch(() => undefined) : Promise.resolve(undefined),
+  ]);
+  const out: CheckResult[] = [ok(label, 'nginx', `nginx ${version}`)];
+  out.push(t.code !== 0 ? fail(label, 'nginx -t', t.stderr.trim().split('\n').slice(-1)[0] ?? 'failed', 'fix the nginx configuration before deploying') : ok(label, 'nginx -t', 'configuration test passed'));
+  out.push(
+    fw.stdout.trim() === 'ok'
+      ? ok(label, 'firewall', 'iptables: nodes are drained without reloading nginx')
+      : warn(label, 'firewall', 'iptables cannot be used here: a drain marks the node down and reloads nginx', 'install iptables and connect as root (or with sudo) so drains leave client connections alone'),
+  );
+  if (ka) {
+    const state = ka.stdout.trim();
+    out.push(state === 'missing' ? fail(label, 'keepalived', 'keepalived is not installed (a balancer pair needs it for the vip)', 'apt-get install keepalived') : ok(label, 'keepalived', `keepalived ${state}`));
   }
-  return [ok('balancer', 'nginx', `nginx ${version}`), ok('balancer', 'nginx -t', 'configuration test passed')];
+  if (inv.loadBalancer.tls) out.push(certificateCheck(label, cert?.toString('utf8'), inv.loadBalancer.serverName, new Date()));
+  return out;
+}
+
+/** The certificate a balancer serves: present, not expired, not expiring within 30 days, covering every server name. */
+export function certificateCheck(label: string, pem: string | undefined, serverName: string, now: Date): CheckResult {
+  if (pem === undefined) return warn(label, 'tls', 'no certificate on this balancer yet', 'newapi-cluster deploy uploads (or obtains) it');
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    return fail(label, 'tls', 'the certificate file does not parse', 'newapi-cluster deploy uploads it again');
+  }
+  const notAfter = new Date(cert.validTo);
+  const days = Math.floor((notAfter.getTime() - now.getTime()) / 86_400_000);
+  const names = serverName.split(' ').filter((n) => n !== '_' && n !== '');
+  const uncovered = names.filter((n) => !(/^[\d.]+$/.test(n) || n.includes(':') ? cert.checkIP(n) : cert.checkHost(n)));
+  const detail = `expires ${notAfter.toISOString().slice(0, 10)} (${days} days)${names.length ? `; covers ${uncovered.length ? names.filter((n) => !uncovered.includes(n)).join(', ') || 'none of the names' : names.join(', ')}` : ''}`;
+  if (days < 0) return fail(label, 'tls', `the certificate expired on ${notAfter.toISOString().slice(0, 10)}`, 'renew it (newapi-cluster tls renew with acme, or new files and a deploy)');
+  if (uncovered.length) return fail(label, 'tls', `${detail}; not ${uncovered.join(', ')}`, 'the certificate must cover every loadBalancer.serverName');
+  if (days < 30) return warn(label, 'tls', detail, 'renew it: newapi-cluster tls renew (acme), or new files and a deploy');
+  return ok(label, 'tls', detail);
 }

@@ -33,8 +33,18 @@ interface Inspect {
 
 export async function getContainerState(ex: Executor, name: string): Promise<ContainerState> {
   const r = await ex.exec(docker.inspectContainer(name), { allowFailure: true });
-  if (r.code !== 0) return NO_CONTAINER;
-  const [c] = JSON.parse(r.stdout) as Inspect[];
+  return r.code === 0 ? parseContainerInspect(r.stdout) : NO_CONTAINER;
+}
+
+/** `docker container inspect`'s JSON → the state; no container when absent or unreadable. */
+export function parseContainerInspect(json: string | undefined): ContainerState {
+  if (!json) return NO_CONTAINER;
+  let c: Inspect | undefined;
+  try {
+    [c] = JSON.parse(json) as Inspect[];
+  } catch {
+    return NO_CONTAINER;
+  }
   if (!c) return NO_CONTAINER;
   return {
     exists: true,

@@ -88,7 +88,104 @@ export const compose = {
 export const nginx = {
   version: (): Argv => ['nginx', '-v'],
   test: (): Argv => ['nginx', '-t', '-q'],
-  reload: (): Argv => ['nginx', '-s', 'reload'],
+  /**
+   * Makes nginx use its configuration: a graceful reload where it runs, a start where it is
+   * installed but not running (with systemd when the host has it, else directly: containers, the
+   * lab). Prints `reloaded` or `started`.
+   */
+  reloadOrStart: (): Argv => [
+    'sh',
+    '-c',
+    'if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload && echo reloaded; elif [ -d /run/systemd/system ]; then systemctl start nginx && echo started; else nginx && echo started; fi',
+  ],
+};
+
+/**
+ * The drain of a node: the balancer host refuses its own nginx's NEW connections to the node
+ * (a reset, at once), so nginx moves each request to the next node before sending a byte, while
+ * requests and streams already under way finish. No nginx reload, so no client connection of the
+ * balancer is ever closed by it. Each rule carries a comment naming the cluster and the node.
+ */
+export const firewall = {
+  /** Prints `ok` when iptables can be used here (installed, and allowed). */
+  probe: (): Argv => ['sh', '-c', 'command -v iptables >/dev/null 2>&1 && iptables -w -S OUTPUT >/dev/null 2>&1 && echo ok; exit 0'],
+  rule: (cluster: string, node: string, address: string, port: number): string[] => [
+    'OUTPUT',
+    '-p',
+    'tcp',
+    '-d',
+    address,
+    '--dport',
+    String(port),
+    '-m',
+    'conntrack',
+    '--ctstate',
+    'NEW',
+    '-m',
+    'comment',
+    '--comment',
+    drainComment(cluster, node),
+    '-j',
+    'REJECT',
+    '--reject-with',
+    'tcp-reset',
+  ],
+  /** Adds the rule unless it is there already. */
+  drain: (cluster: string, node: string, address: string, port: number): Argv => {
+    const tool = address.includes(':') ? 'ip6tables' : 'iptables';
+    const rule = firewall.rule(cluster, node, address, port);
+    return ['sh', '-c', 't="$1"; shift; "$t" -w -C "$@" 2>/dev/null || "$t" -w -I "$@"', 'sh', tool, ...rule];
+  },
+  /** Removes every copy of the rule; fine when there is none. */
+  undrain: (cluster: string, node: string, address: string, port: number): Argv => {
+    const tool = address.includes(':') ? 'ip6tables' : 'iptables';
+    const rule = firewall.rule(cluster, node, address, port);
+    return ['sh', '-c', 't="$1"; shift; while "$t" -w -D "$@" 2>/dev/null; do :; done; exit 0', 'sh', tool, ...rule];
+  },
+};
+
+export const drainComment = (cluster: string, node: string) => `newapi-cluster:${cluster}:drain:${node}`;
+
+/** Nodes drained on a balancer host, from its OUTPUT rules (`iptables -S`, in `files.balancerFacts`). */
+export function drainedNodes(listing: string, cluster: string): Set<string> {
+  const out = new Set<string>();
+  const re = new RegExp(`--comment "?newapi-cluster:${cluster.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&')}:drain:([a-z0-9-]+)"?`);
+  for (const line of listing.split('\n')) {
+    const m = re.exec(line);
+    if (m?.[1]) out.add(m[1]);
+  }
+  return out;
+}
+
+export const keepalived = {
+  /** Prints `missing`, `running` or `stopped`. */
+  state: (): Argv => [
+    'sh',
+    '-c',
+    'if ! command -v keepalived >/dev/null 2>&1; then echo missing; elif [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then echo running; else echo stopped; fi',
+  ],
+  /** Starts it (systemd when the host has it), or makes a running one re-read its configuration. */
+  startOrReload: (): Argv => [
+    'sh',
+    '-c',
+    'if [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then kill -HUP "$(cat /run/keepalived.pid)" && echo reloaded; elif [ -d /run/systemd/system ]; then systemctl restart keepalived && echo started; else keepalived -f /etc/keepalived/keepalived.conf -p /run/keepalived.pid -r /run/keepalived_vrrp.pid && echo started; fi',
+  ],
+  /** The interface that routes to an address, then the prefix length and the address of that interface's own address. */
+  routeTo: (address: string): Argv => [
+    'sh',
+    '-c',
+    [
+      'dev=$(ip -o route get "$1" 2>/dev/null | awk \'{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }\')',
+      '[ -n "$dev" ] || exit 3',
+      'own=$(ip -o addr show dev "$dev" | awk -v fam="$2" \'$3 == fam { print $4; exit }\')',
+      'echo "$dev ${own#*/} ${own%/*}"',
+    ].join('; '),
+    'sh',
+    address,
+    address.includes(':') ? 'inet6' : 'inet',
+  ],
+  /** Prints the interface holding the address, or nothing. */
+  holds: (address: string): Argv => ['sh', '-c', 'ip -o addr show 2>/dev/null | awk -v a="$1" \'{ split($4, p, "/"); if (p[1] == a) { print $2; exit } }\'', 'sh', address],
 };
 
 export const files = {
@@ -110,6 +207,54 @@ export const files = {
     'sh',
     dir,
     releaseDir,
+  ],
+  /**
+   * Everything a plan needs from a node, in one round trip: its two files and state.json, the
+   * container, and the id of the image it should run — each section one line, `NAME BASE64`
+   * (`-` when absent), so any content survives. Parsed by `parseNodeFacts`.
+   */
+  nodeFacts: (dir: string, container: string, image: string): Argv => [
+    'sh',
+    '-c',
+    [
+      'cd "$1" 2>/dev/null || cd /',
+      'for f in docker-compose.yml .env .newapi-cluster/state.json; do if [ -f "$1/$f" ]; then printf "%s " "$f"; base64 -w0 < "$1/$f"; echo; else echo "$f -"; fi; done',
+      'printf "container "; c=$(docker container inspect "$2" 2>/dev/null) && printf "%s" "$c" | base64 -w0 || printf -- "-"; echo',
+      'printf "image "; i=$(docker image inspect --format "{{.Id}}" "$3" 2>/dev/null) && printf "%s" "$i" | base64 -w0 || printf -- "-"; echo',
+    ].join('; '),
+    'sh',
+    dir,
+    container,
+    image,
+  ],
+  /**
+   * What the balancer step needs from a balancer host, in one round trip: its upstream file,
+   * whether iptables can be used and its OUTPUT rules (both families), the sha256 of the
+   * certificate and key it holds, and — for a pair — keepalived's state, its configuration and
+   * health script, and the route to the vip (interface, prefix, own address). Sections as in
+   * `nodeFacts`; a no-op deploy needs nothing more from a balancer.
+   */
+  balancerFacts: (configPath: string, certificate: string, key: string, vrrp?: { config: string; script: string; vip: string }): Argv => [
+    'sh',
+    '-c',
+    [
+      'sum() { if [ -s "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo none; fi; }',
+      'if [ -f "$1" ]; then printf "file "; base64 -w0 < "$1"; echo; else echo "file -"; fi',
+      'if command -v iptables >/dev/null 2>&1 && iptables -w -S OUTPUT >/dev/null 2>&1; then printf "firewall "; { iptables -w -S OUTPUT; command -v ip6tables >/dev/null 2>&1 && ip6tables -w -S OUTPUT 2>/dev/null; } | base64 -w0; echo; else echo "firewall -"; fi',
+      'printf "tls "; echo "$(sum "$2") $(sum "$3")" | base64 -w0; echo',
+      '[ -n "$4" ] || exit 0',
+      'if ! command -v keepalived >/dev/null 2>&1; then st=missing; elif [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then st=running; else st=stopped; fi',
+      'dev=$(ip -o route get "$6" 2>/dev/null | awk \'{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }\')',
+      'own=$(ip -o addr show dev "$dev" 2>/dev/null | awk \'$3 == "inet" || $3 == "inet6" { print $4; exit }\')',
+      'printf "vrrp "; echo "$st $(sum "$4") $(sum "$5") ${dev:--} ${own#*/} ${own%/*}" | base64 -w0; echo',
+    ].join('; '),
+    'sh',
+    configPath,
+    certificate,
+    key,
+    vrrp?.config ?? '',
+    vrrp?.script ?? '',
+    vrrp?.vip ?? '',
   ],
   /** Every release's id and release.json: `=== ID` then the file. */
   listReleases: (releasesDir: string): Argv => [
@@ -134,6 +279,8 @@ export const files = {
     `"cluster": ${JSON.stringify(cluster)}`,
   ],
   remove: (...paths: string[]): Argv => ['rm', '-f', '--', ...paths],
+  /** A folder only its owner can enter (where a private key goes). */
+  privateDir: (path: string): Argv => ['mkdir', '-p', '-m', '700', '--', path],
   removeTree: (...paths: string[]): Argv => ['rm', '-rf', '--', ...paths],
   /** Appends stdin to a file (the audit log); sh's own argument, never interpolated. */
   append: (path: string): Argv => ['sh', '-c', 'cat >> "$1"', 'sh', path],
@@ -148,3 +295,16 @@ export const files = {
   listening: (port: number): Argv => ['sh', '-c', 'ss -Hltn "sport = :$1" 2>/dev/null | head -n 1', 'sh', String(port)],
   epochSeconds: (): Argv => ['date', '+%s.%N'],
 };
+
+/** `files.nodeFacts`' output: section name → content (undefined when absent). */
+export function parseNodeFacts(stdout: string): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const line of stdout.split('\n')) {
+    const i = line.indexOf(' ');
+    if (i <= 0) continue;
+    const name = line.slice(0, i);
+    const value = line.slice(i + 1).trim();
+    out[name] = value === '-' ? undefined : Buffer.from(value, 'base64').toString('utf8');
+  }
+  return out;
+}

@@ -36,6 +36,17 @@ export interface RenderOptions {
   imageOf?: (node: InventoryNode) => string;
   /** The balancer answers every request with 503 and a JSON body (restore). */
   maintenance?: boolean;
+  /**
+   * Whether the balancers hold the certificate yet (default true). Before an ACME certificate
+   * exists the HTTPS server cannot be configured: port 80 serves, and answers the challenges.
+   */
+  tlsReady?: boolean;
+}
+
+/** Where the balancers keep the certificate, its key, and the ACME challenge tokens. */
+export function tlsPaths(inv: Inventory): { dir: string; certificate: string; key: string; acmeWebroot: string } {
+  const dir = `/etc/nginx/newapi-cluster/${inv.cluster.name}`;
+  return { dir, certificate: `${dir}/fullchain.pem`, key: `${dir}/privkey.pem`, acmeWebroot: `/var/lib/newapi-cluster/acme/${inv.cluster.name}` };
 }
 
 /**
@@ -193,6 +204,9 @@ function renderBalancer(inv: Inventory, template: Handlebars.TemplateDelegate, o
       down: opts.drained?.has(n.name) ?? false,
     }));
   const master = servers.find((s) => s.isMaster);
+  const tls = inv.loadBalancer.tls;
+  const paths = tlsPaths(inv);
+  const tlsReady = tls !== undefined && opts.tlsReady !== false;
   const context = {
     cluster: inv.cluster,
     upstream: `newapi_${inv.cluster.name.replace(/-/g, '_')}`,
@@ -203,6 +217,58 @@ function renderBalancer(inv: Inventory, template: Handlebars.TemplateDelegate, o
     listen: inv.loadBalancer.listen,
     serverName: inv.loadBalancer.serverName,
     maintenance: opts.maintenance ?? false,
+    tls: tlsReady ? { listen: tls.listen, certificatePath: paths.certificate, keyPath: paths.key } : null,
+    redirectHttp: tlsReady && tls.redirectHttp,
+    acmeWebroot: tls?.acme ? paths.acmeWebroot : null,
   };
   return { path: inv.loadBalancer.configPath, content: run(template, 'nginx', context), mode: 0o644, secret: false };
 }
+
+export interface VrrpHost {
+  /** The balancer's label (balancer-1…) and its own address. */
+  label: string;
+  self: string;
+  /** The other balancers' addresses. */
+  peers: string[];
+  interface: string;
+  /** Prefix length of the vip on that interface (its own address's). */
+  prefix: number;
+  /** Its place in loadBalancer.hosts: the first is preferred. */
+  index: number;
+}
+
+/** Where keepalived reads its configuration, and the script that tells it whether nginx runs. */
+export function vrrpPaths(inv: Inventory): { config: string; checkScript: string } {
+  return { config: '/etc/keepalived/keepalived.conf', checkScript: `/etc/keepalived/newapi-${inv.cluster.name}-nginx.sh` };
+}
+
+/** A VRRP router id from the cluster's name (1–255), so two clusters on one network differ. */
+export function vrrpRouterId(cluster: string): number {
+  let h = 0;
+  for (const c of cluster) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return (h % 255) + 1;
+}
+
+/** keepalived's configuration for one balancer of a pair: the vip, its health script, its peers. */
+export function renderKeepalived(inv: Inventory, sources: TemplateSources, host: VrrpHost): RenderedFile {
+  const template = compile(sources, 'keepalived');
+  const paths = vrrpPaths(inv);
+  const context = {
+    cluster: inv.cluster.name,
+    routerName: inv.cluster.name.replace(/-/g, '_'),
+    routerId: vrrpRouterId(inv.cluster.name),
+    label: host.label,
+    vip: inv.loadBalancer.vip,
+    prefix: host.prefix,
+    interface: host.interface,
+    priority: 200 - host.index * 10,
+    advertInterval: 0.5,
+    self: host.self,
+    peers: host.peers,
+    checkScript: paths.checkScript,
+  };
+  return { path: paths.config, content: run(template, 'keepalived', context), mode: 0o644, secret: false };
+}
+
+/** keepalived's health script: fails when nginx is not running, so the vip moves to a balancer whose nginx is. */
+export const NGINX_CHECK_SCRIPT = '#!/bin/sh\n# Managed by newapi-cluster: keepalived gives the vip up when nginx is not running here.\n[ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null\n';

@@ -11,6 +11,7 @@ export const TEMPLATE_FILES = {
   compose: 'docker-compose.yml.hbs',
   env: 'env.hbs',
   nginx: 'nginx.conf.hbs',
+  keepalived: 'keepalived.conf.hbs',
 } as const;
 
 export type TemplateName = keyof typeof TEMPLATE_FILES;

@@ -33,10 +33,16 @@ export interface Progress {
 }
 
 export async function makeProgress(ctx: ProgressEnv): Promise<Progress> {
-  if (ctx.interactive && !ctx.out.json) return new ListrProgress(ctx);
+  if (ctx.out.json) return new JsonProgress(ctx);
+  // A terminal nobody gave a width (a bare pty) gets plain lines: a task list would wrap every character.
+  if (ctx.interactive && (process.stderr.columns ?? 0) > 0) return new ListrProgress(ctx);
   return new PlainProgress(ctx);
 }
 
+/**
+ * Lines for CI logs: one when a task starts, one when what it says changes (a message repeated
+ * is printed once, the end line gives the time; with --verbose, every one), one when it ends.
+ */
 class PlainProgress implements Progress {
   constructor(private readonly ctx: ProgressEnv) {}
 
@@ -48,8 +54,13 @@ class PlainProgress implements Progress {
     const { out, style } = this.ctx;
     out.log(`${title} …`);
     const started = Date.now();
+    let last: string | undefined;
     try {
-      await run((text) => out.log(`  ${title}: ${text}`));
+      await run((text) => {
+        if (text === last && !out.verbose) return;
+        last = text;
+        out.log(`  ${title}: ${text}`);
+      });
     } catch (e) {
       out.log(`${style.red('✖')} ${title}: ${e instanceof Error ? e.message : String(e)}`);
       throw e;
@@ -111,5 +122,47 @@ class ListrProgress implements Progress {
     );
     await list.run().catch(() => undefined);
     if (errors.length > 0) throw errors[0];
+  }
+}
+
+/**
+ * --json: one JSON object per line on stderr for programs that drive the tool — `start`,
+ * `progress` (when what a task says changes), `done` and `fail`, each with the task's title and
+ * the time — while stdout carries the command's result document.
+ */
+class JsonProgress implements Progress {
+  constructor(private readonly ctx: ProgressEnv) {}
+
+  private emit(event: Record<string, unknown>): void {
+    this.ctx.out.note(JSON.stringify({ at: new Date().toISOString(), ...event }));
+  }
+
+  info(text: string): void {
+    this.emit({ event: 'info', text });
+  }
+
+  async step(title: string, run: PhaseTask['run'], phase?: string): Promise<void> {
+    this.emit({ event: 'start', task: title, ...(phase ? { phase } : {}) });
+    const started = Date.now();
+    let last: string | undefined;
+    try {
+      await run((text) => {
+        if (text === last && !this.ctx.out.verbose) return;
+        last = text;
+        this.emit({ event: 'progress', task: title, text });
+      });
+    } catch (e) {
+      this.emit({ event: 'fail', task: title, error: e instanceof Error ? e.message : String(e), seconds: (Date.now() - started) / 1000 });
+      throw e;
+    }
+    this.emit({ event: 'done', task: title, seconds: (Date.now() - started) / 1000 });
+  }
+
+  async phase(title: string, tasks: PhaseTask[], opts: PhaseOptions = {}): Promise<void> {
+    if (tasks.length === 0) return;
+    this.emit({ event: 'phase', task: title, tasks: tasks.map((t) => t.title) });
+    const settled = await mapLimitSettled(tasks, opts.concurrency ?? 1, (t) => this.step(t.title, t.run, title));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 }

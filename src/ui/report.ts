@@ -75,6 +75,11 @@ export function printSummary(env: PrintEnv, plan: Plan, state: RunState): void {
     out.printJson({ ok: true, operation: plan.operation, nodes: list, ...(state.balancerChanged === undefined ? {} : { balancer: { changed: state.balancerChanged } }), notes: state.notes });
     return;
   }
+  if (list.length === 0) {
+    for (const n of state.notes) out.print(`  ${n}`);
+    out.print(`${style.green('✔')} ${plan.operation}: done`);
+    return;
+  }
   for (const o of list) out.print(`  ${o.node}: ${o.action}${o.action === 'unchanged' ? '' : `${o.image ? ` on ${o.image}` : ''} (${o.detail})`}`);
   const changed = list.filter((o) => o.action !== 'unchanged').length;
   const balancer = state.balancerChanged === undefined ? '' : `, balancer ${state.balancerChanged ? 'reloaded' : 'unchanged'}`;
@@ -118,4 +123,16 @@ export function printWhereThingsStand(env: PrintEnv, rows: StandingNode[], state
   const place = (p: StandingNode['place']) => (p === 'in' ? style.green('in') : p === 'unmanaged' ? 'unmanaged' : style.yellow(p === 'drained' ? 'DRAINED' : 'OUT'));
   for (const line of table(['NODE', 'VERSION', 'BALANCER', 'WHAT HAPPENED'], rows.map((r) => [r.name, tag(r.image), place(r.place), r.happened]))) out.note(`  ${line}`);
   for (const n of state.notes) out.note(`  ${n}`);
+}
+
+/** A run that found nothing to do (one look at every host, no lock taken). */
+export function printNothingToDo(env: PrintEnv, plan: Plan, seconds: number, locked = false): void {
+  const { out, style } = env;
+  if (out.json) {
+    out.printJson({ ok: true, operation: plan.operation, nothingToDo: true, seconds: Number(seconds.toFixed(2)), lockTaken: locked, nodes: plan.work.map((w) => ({ node: w.plan.node.name, action: 'unchanged', image: w.plan.image })), warnings: plan.warnings });
+    return;
+  }
+  for (const w of plan.warnings) out.print(`${style.yellow('!')} ${w}`);
+  for (const w of plan.work) out.print(`  ${w.plan.node.name}: unchanged`);
+  out.print(`${style.green('✔')} ${plan.operation}: nothing to do, ${plan.work.length} node${plan.work.length === 1 ? '' : 's'}${plan.balancer ? ' and the balancer' : ''} already match (${seconds.toFixed(1)} s${locked ? ': another run had done it meanwhile' : ', no lock taken'})`);
 }

@@ -22,5 +22,7 @@ export function printStatus(ctx: PrintEnv, s: ClusterStatus): void {
   for (const line of table(['NODE', 'ROLE', 'HOST', 'SSH', 'CONTAINER', 'VERSION', 'HEALTH', 'BALANCER'], rows)) out.print(line);
   for (const n of s.nodes.filter((x) => x.error)) out.print(`${style.red('✖')} ${n.name}: ${n.error}`);
   if (s.balancer.error) out.print(`${style.red('✖')} balancer: ${s.balancer.error}`);
+  for (const h of s.balancer.hosts.filter((x) => !x.reachable)) out.print(`${style.red('✖')} ${h.label} (${h.host}): ${h.error ?? 'unreachable'}`);
+  if (s.vip) out.print(`vip ${s.vip.address}: ${s.vip.holder ? `held by ${s.vip.holder} (${s.balancer.hosts.find((h) => h.label === s.vip!.holder)?.host ?? '?'})` : style.red('held by no balancer')}`);
   out.print(`lock: ${s.lock === null ? 'free' : s.lock === 'unknown' ? 'unknown (Redis not reachable)' : `held by ${describeHolder(s.lock)}`}`);
 }

@@ -67,7 +67,7 @@ describe('deploy to the lab', () => {
     const fingerprints = await Promise.all([...CLUSTER_HOSTS, 'lb' as const].map(hostFingerprint));
     const r = await cli(['deploy', inventory]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/deployed: 0 nodes changed, 3 unchanged, balancer unchanged/);
+    expect(r.stdout).toMatch(/nothing to do, 3 nodes and the balancer already match \(\d+\.\d s, no lock taken\)/);
     expect(await startTimes(CLUSTER_HOSTS)).toEqual(before);
     // Only the audit-free, state-free parts are compared: nothing at all was rewritten.
     expect(await Promise.all([...CLUSTER_HOSTS, 'lb' as const].map(hostFingerprint))).toEqual(fingerprints);
@@ -97,7 +97,7 @@ describe('deploy to the lab', () => {
     expect(r.stderr).toMatch(/Drain slave-1 from the balancer/);
     expect(r.stderr).toMatch(/Put master back in the balancer/);
     expect(await hostExec('n3', 'grep ^TZ= /opt/new-api/.env')).toBe('TZ=Asia/Shanghai\n');
-    expect(await hostExec('lb', 'cat /etc/nginx/conf.d/new-api.conf')).toMatch(/server 10\.77\.0\.13:3000 weight=4 max_fails=3 fail_timeout=10s;/);
+    expect(await hostExec('lb', 'cat /etc/nginx/conf.d/new-api.conf')).toMatch(/server 10\.77\.0\.13:3000 weight=4 max_fails=3 fail_timeout=2s;/);
     // Each deploy that passed its gate is a release: the earlier one, with its files, is kept for rollback.
     expect(await hostExec('n2', 'cd /opt/new-api/.newapi-cluster/releases && ls | wc -l && grep -h ^TZ= */.env | sort')).toBe('2\nTZ=Asia/Shanghai\nTZ=UTC\n');
     expect(await hostExec('n2', 'stat -c %a /opt/new-api/.newapi-cluster/releases/*/.env | sort -u')).toBe('600\n');
@@ -118,9 +118,16 @@ describe('deploy to the lab', () => {
     await execFileP('redis-cli', ['-h', '10.77.0.1', '--no-auth-warning', '-a', env.REDIS_PASSWORD!, 'SET', 'newapi-cluster:lab:lock', holder, 'PX', '600000']);
     const status = await cli(['lock', 'status', inventory]);
     expect(status.stdout).toMatch(/^cluster lab is locked by alice@laptop \(pid 4242\) running "upgrade --rolling --to v0\.9\.99" since .* expires in \d+ s unless renewed$/m);
-    const blocked = await cli(['deploy', inventory]);
+    // A deploy with nothing to do only looks, and takes no lock; one with work to do is blocked.
+    const noop = await cli(['deploy', inventory]);
+    expect(noop.code, noop.stderr).toBe(0);
+    expect(noop.stdout).toMatch(/nothing to do, .*no lock taken/);
+    const changed = inventory.replace(/\.yaml$/, '.paris.yaml');
+    writeFileSync(changed, readFileSync(inventory, 'utf8').replace(/timezone: \S+/, 'timezone: Europe/Paris'));
+    const blocked = await cli(['deploy', changed]);
     expect(blocked.code).toBe(3);
     expect(blocked.stderr).toContain('cluster lab is locked by alice@laptop (pid 4242) running "upgrade --rolling --to v0.9.99"');
+    expect(await hostExec('n1', 'grep ^TZ= /opt/new-api/.env')).not.toBe('TZ=Europe/Paris\n');
     const noForce = await cli(['lock', 'release', inventory]);
     expect(noForce.code).toBe(2);
     const released = await cli(['lock', 'release', '--force', inventory]);

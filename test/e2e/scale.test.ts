@@ -46,7 +46,7 @@ describe('scale under load', () => {
     const lbBefore = await hostFingerprint('lb');
     const r = await cli(['scale', 'add-node', inventory, '--name', 'slave-4', '--host', '10.77.0.19']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/pre-flight failed, nothing was changed: slave-4 ssh:/);
+    expect(r.stderr).toMatch(/could not read every host, nothing was changed: slave-4: cannot reach /);
     expect(readFileSync(inventory, 'utf8')).toBe(before);
     expect(await hostFingerprint('lb')).toBe(lbBefore);
   });

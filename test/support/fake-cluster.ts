@@ -3,8 +3,15 @@
  * the lock: no root, no network, no SSH, no docker. In the manner of Kamal's and pyinfra's tests,
  * orchestration runs unchanged against it and the tests read back what it did.
  *
- * - FakeHost: one per node and one for the balancer. Files (absolute path → content), images
- *   present, the cluster's container and the migrate container, nginx, and every call made on it.
+ * - FakeHost: one per node and one per balancer host (`balancer`, or `balancer-1`, `balancer-2`…
+ *   for loadBalancer.hosts, as session.ts labels them). Files (absolute path → content, and
+ *   mode), images present, the cluster's container and the migrate container, and every call
+ *   made on it. A balancer host also has nginx (running or not; `nginx -t` fails on a
+ *   certificate the configuration names and the host lacks), iptables (the OUTPUT rules of each
+ *   family, listed as `iptables -S` prints them; `firewall.probe` says ok unless `iptables` is
+ *   false) and keepalived (missing, stopped or running; the configuration it runs).
+ * - The vip of a balancer pair is held by the balancer whose running keepalived has the highest
+ *   priority among those whose check script passes (the script is there and nginx runs).
  * - FakeExecutor: answers exactly the argv of src/remote/commands.ts. Anything else is recorded
  *   in `cluster.unmodelled` and fails the call, so a test notices orchestration running something
  *   the fake does not model.
@@ -16,15 +23,17 @@
  * - MemoryLockStore: the Lua semantics of src/probes/redis-lock-store.ts, TTLs on the manual clock.
  * - DrivenClock + drive(): a ManualClock that knows its sleepers, and a driver that moves time to
  *   the next sleeper only when the fake cluster is idle (no call or tunnel in flight, no file I/O
- *   pending, a few event-loop turns without activity), so runs are deterministic.
+ *   pending, no child process running or real work tracked by trackRealWork — a rollout hook —,
+ *   a few event-loop turns without activity), so runs are deterministic.
  */
+import { setMaxListeners } from 'node:events';
 import { createHash } from 'node:crypto';
 import { Duplex, PassThrough, Writable } from 'node:stream';
 import { parse as parseYaml } from 'yaml';
 import { HostUnreachableError, InterruptedError, type StopSignalName } from '../../src/errors.js';
 import { parseDatabaseDsn, parseRedisUrl } from '../../src/inventory/dsn.js';
 import { parseImageRef } from '../../src/inventory/image.js';
-import { loadInventory, type LoadedInventory } from '../../src/inventory/load.js';
+import { balancerHosts, loadInventory, type LoadedInventory } from '../../src/inventory/load.js';
 import type { Inventory } from '../../src/inventory/schema.js';
 import { compareVersions } from '../../src/inventory/version.js';
 import { balancerStateOf } from '../../src/orchestrate/balancer.js';
@@ -36,7 +45,7 @@ import type { Dialer } from '../../src/probes/clients.js';
 import { fakeProbeClients } from './fake-probes.js';
 import { parseState, statePaths, type NodeState } from '../../src/plan/state.js';
 import { commandFailedError } from '../../src/remote/command-error.js';
-import { compose, files as fileCmds } from '../../src/remote/commands.js';
+import { compose, files as fileCmds, firewall as fwCmds, keepalived as kaCmds, nginx as nginxCmds } from '../../src/remote/commands.js';
 import { abortReason } from '../../src/remote/deadline.js';
 import { toCommandLine } from '../../src/remote/quote.js';
 import type { Argv, ExecOptions, ExecResult, Executor, OpOptions, SshTarget } from '../../src/remote/types.js';
@@ -82,8 +91,25 @@ export class DrivenClock extends ManualClock {
 const QUIET_TURNS = 8;
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
-function fileIoPending(): boolean {
-  return process.getActiveResourcesInfo().some((r) => r.startsWith('FSReq') || r === 'FileHandle' || r === 'FileHandleCloseReq');
+/**
+ * Real work in flight that the driver cannot see in the event loop's resources: a test that lets
+ * the code under test run real processes (rollout hooks, through execa) wraps each in
+ * trackRealWork, so manual time stands still until the process and its output are done.
+ */
+let realWorkInFlight = 0;
+
+export function trackRealWork<P extends PromiseLike<unknown>>(p: P): P {
+  realWorkInFlight++;
+  const done = (): void => {
+    realWorkInFlight--;
+  };
+  p.then(done, done);
+  return p;
+}
+
+/** Real work the manual clock must wait for: file I/O, child processes, and work tracked by trackRealWork. */
+function realWorkPending(): boolean {
+  return realWorkInFlight > 0 || process.getActiveResourcesInfo().some((r) => r.startsWith('FSReq') || r === 'FileHandle' || r === 'FileHandleCloseReq' || r === 'ProcessWrap');
 }
 
 export interface Settled<T> {
@@ -112,7 +138,7 @@ export async function drive<T>(clock: DrivenClock, cluster: { busy: number; acti
   while (!settled) {
     await turn();
     const activity = (cluster?.activity ?? 0) + clock.sleeps;
-    if ((cluster?.busy ?? 0) > 0 || activity !== seen || fileIoPending()) {
+    if ((cluster?.busy ?? 0) > 0 || activity !== seen || realWorkPending()) {
       seen = activity;
       quiet = 0;
       continue;
@@ -323,12 +349,18 @@ const tagOf = (ref: string) => parseImageRef(ref).tag;
 
 export type FakeEvent =
   | { seq: number; at: number; host: string; kind: 'exec'; argv: string[]; code: number; stdin?: string }
-  | { seq: number; at: number; host: string; kind: 'upload'; path: string; content: string }
+  | { seq: number; at: number; host: string; kind: 'upload'; path: string; content: string; mode: number }
   | { seq: number; at: number; host: string; kind: 'read'; path: string }
   | { seq: number; at: number; host: string; kind: 'tunnel'; to: string; answered: boolean }
   | { seq: number; at: number; host: string; kind: 'container-start'; name: string; image: string }
   | { seq: number; at: number; host: string; kind: 'lost' | 'restored' }
-  | { seq: number; at: number; host: string; kind: 'unanswered'; what: string };
+  | { seq: number; at: number; host: string; kind: 'unanswered'; what: string }
+  /** A drain rule added (`changed`: it was not there yet) or removed (`changed`: there was at least one copy). */
+  | { seq: number; at: number; host: string; kind: 'firewall'; op: 'drain' | 'undrain'; node: string; rule: string; changed: boolean }
+  /** nginx started, or made to re-read its configuration (a graceful reload). */
+  | { seq: number; at: number; host: string; kind: 'nginx'; op: 'start' | 'reload' }
+  /** keepalived started, or made to re-read its configuration (HUP). */
+  | { seq: number; at: number; host: string; kind: 'keepalived'; op: 'start' | 'reload' };
 
 type EventBody = FakeEvent extends infer E ? (E extends FakeEvent ? Omit<E, 'seq' | 'at' | 'host'> : never) : never;
 
@@ -359,7 +391,8 @@ export class FakeCluster {
     readonly clock: DrivenClock,
   ) {
     for (const n of inv.nodes) this.addHost(n.name, n.host);
-    if (inv.loadBalancer.type === 'nginx' && inv.loadBalancer.host) this.addHost('balancer', inv.loadBalancer.host);
+    const lbs = balancerHosts(inv);
+    lbs.forEach((address, i) => this.addHost(lbs.length === 1 ? 'balancer' : `balancer-${i + 1}`, address));
     const db = parseDatabaseDsn(inv.database.dsn);
     const redis = parseRedisUrl(inv.redis.url);
     this.services.add(`${db.host}:${db.port}`);
@@ -372,7 +405,7 @@ export class FakeCluster {
     return h;
   }
 
-  /** By node name, or 'balancer'. */
+  /** By node name, or 'balancer' (one balancer host), 'balancer-1', 'balancer-2'… (loadBalancer.hosts). */
   host(name: string): FakeHost {
     const h = this.hosts.get(name);
     if (!h) throw new Error(`fake cluster: no host ${name}`);
@@ -383,8 +416,37 @@ export class FakeCluster {
     return [...this.hosts.values()].find((h) => h.address === address);
   }
 
+  /** The (first) balancer host. */
   get balancer(): FakeHost {
-    return this.host('balancer');
+    const b = this.balancers[0];
+    if (!b) throw new Error('fake cluster: no balancer host');
+    return b;
+  }
+
+  /** Every balancer host, in loadBalancer.hosts order. */
+  get balancers(): FakeHost[] {
+    return [...this.hosts.values()].filter((h) => h.isBalancer);
+  }
+
+  /**
+   * The balancer holding the vip, as keepalived would settle it: among the hosts whose keepalived
+   * runs a configuration with the vip and whose check script passes (the script is there,
+   * executable, and nginx runs), the one with the highest priority.
+   */
+  vipHolder(): FakeHost | undefined {
+    const vip = this.inv.loadBalancer.vip;
+    if (!vip) return undefined;
+    let best: { h: FakeHost; priority: number } | undefined;
+    for (const h of this.balancers) {
+      const conf = h.keepalivedActive;
+      if (h.keepalived !== 'running' || h.lost || conf === undefined || !conf.includes(`${vip}/`)) continue;
+      const script = /^\s*script\s+"([^"]+)"/m.exec(conf)?.[1];
+      const scriptOk = script !== undefined && h.files.has(script) && ((h.modes.get(script) ?? 0) & 0o111) !== 0 && h.nginxRunning;
+      const priority = Number(/^\s*priority\s+(\d+)/m.exec(conf)?.[1] ?? NaN);
+      if (!scriptOk || !Number.isFinite(priority)) continue;
+      if (!best || priority > best.priority) best = { h, priority };
+    }
+    return best?.h;
   }
 
   get containerName(): string {
@@ -457,9 +519,19 @@ export class FakeCluster {
     return this.events.filter((e): e is Extract<FakeEvent, { kind: 'exec' }> => e.kind === 'exec' && (host === undefined || e.host === host) && match(e.argv));
   }
 
-  /** Every balancer configuration pushed (uploads to loadBalancer.configPath). */
-  balancerPushes(): Extract<FakeEvent, { kind: 'upload' }>[] {
-    return this.events.filter((e): e is Extract<FakeEvent, { kind: 'upload' }> => e.kind === 'upload' && e.host === 'balancer' && e.path === this.inv.loadBalancer.configPath);
+  /** Every balancer configuration pushed (uploads to loadBalancer.configPath) on a balancer host (default: the first). */
+  balancerPushes(host: string = this.balancer.name): Extract<FakeEvent, { kind: 'upload' }>[] {
+    return this.events.filter((e): e is Extract<FakeEvent, { kind: 'upload' }> => e.kind === 'upload' && e.host === host && e.path === this.inv.loadBalancer.configPath);
+  }
+
+  /** Every drain rule added or removed (on one balancer host, or on any). */
+  firewallChanges(host?: string): Extract<FakeEvent, { kind: 'firewall' }>[] {
+    return this.events.filter((e): e is Extract<FakeEvent, { kind: 'firewall' }> => e.kind === 'firewall' && e.changed && (host === undefined || e.host === host));
+  }
+
+  /** nginx reloads and starts (on one balancer host, or on any). */
+  nginxEvents(host?: string): Extract<FakeEvent, { kind: 'nginx' }>[] {
+    return this.events.filter((e): e is Extract<FakeEvent, { kind: 'nginx' }> => e.kind === 'nginx' && (host === undefined || e.host === host));
   }
 
   /** A node's place in a balancer configuration. */
@@ -469,10 +541,21 @@ export class FakeCluster {
     return balancerStateOf(config, hostPort(n.host, this.inv.cluster.port));
   }
 
-  /** Each node's place in the balancer's current file. */
-  places(): Record<string, 'in' | 'drained' | 'absent'> {
-    const config = this.balancer.files.get(this.inv.loadBalancer.configPath);
-    return Object.fromEntries(this.inv.nodes.map((n) => [n.name, this.placeIn(config, n.name)]));
+  /**
+   * Each node's place on a balancer host (default: the first) as its nginx sees it: absent when
+   * its current file does not list the node, drained when the file marks it down or a drain rule
+   * of this cluster refuses it, else in.
+   */
+  places(host: string = this.balancer.name): Record<string, 'in' | 'drained' | 'absent'> {
+    const h = this.host(host);
+    const config = h.files.get(this.inv.loadBalancer.configPath);
+    const rules = h.drainRules();
+    return Object.fromEntries(
+      this.inv.nodes.map((n) => {
+        const p = this.placeIn(config, n.name);
+        return [n.name, p === 'in' && rules.includes(n.name) ? 'drained' : p];
+      }),
+    );
   }
 
   containerStarts(): Extract<FakeEvent, { kind: 'container-start' }>[] {
@@ -496,7 +579,30 @@ const SCRIPTS = {
   freeKiB: fileCmds.freeKiB('a')[2],
   listening: fileCmds.listening(1)[2],
   detect: compose.detect()[2],
+  nodeFacts: fileCmds.nodeFacts('a', 'b', 'c')[2],
+  balancerFacts: fileCmds.balancerFacts('a', 'b', 'c')[2],
+  fwProbe: fwCmds.probe()[2],
+  fwDrain: fwCmds.drain('c', 'n', '10.0.0.1', 1)[2],
+  fwUndrain: fwCmds.undrain('c', 'n', '10.0.0.1', 1)[2],
+  reloadOrStart: nginxCmds.reloadOrStart()[2],
+  kaState: kaCmds.state()[2],
+  kaStartOrReload: kaCmds.startOrReload()[2],
+  kaRouteTo: kaCmds.routeTo('10.0.0.1')[2],
+  kaHolds: kaCmds.holds('10.0.0.1')[2],
 };
+/** Scripts run with no arguments of their own (`sh -c SCRIPT`). */
+const BARE_SCRIPTS = new Set([SCRIPTS.detect, SCRIPTS.fwProbe, SCRIPTS.reloadOrStart, SCRIPTS.kaState, SCRIPTS.kaStartOrReload]);
+
+/** Where keepalived reads its configuration (render.ts vrrpPaths). */
+const KEEPALIVED_CONF = '/etc/keepalived/keepalived.conf';
+
+/** IPv4 `a` within `b`/prefix. */
+function sameNetwork(a: string, b: string, prefix: number): boolean {
+  const num = (ip: string) => ip.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  if (!/^\d+(\.\d+){3}$/.test(a) || !/^\d+(\.\d+){3}$/.test(b)) return false;
+  const size = 2 ** (32 - prefix);
+  return Math.floor(num(a) / size) === Math.floor(num(b) / size);
+}
 
 const DEFAULT_OP_MS = 30_000;
 const DEFAULT_EXEC_MS = 120_000;
@@ -516,20 +622,73 @@ export class FakeHost {
   dropWhen: ((argv: readonly string[]) => boolean) | undefined;
   /** Images whose containers answer 503 on this host (a node-specific fault: its .env, its network). */
   readonly unhealthy = new Set<string>();
-  /** Balancer: `nginx -t` answers these in turn (then success); reloads; configs active after each reload. */
+  /** Each file's mode, as the last upload set it. */
+  readonly modes = new Map<string, number>();
+  /** Folders made with `mkdir -m`: their mode. */
+  readonly dirModes = new Map<string, number>();
+  /** A balancer host: `balancer`, or `balancer-N`. */
+  readonly isBalancer: boolean;
+  /** Balancer: `nginx -t` answers these in turn (then its own verdict); reloads; configs active after each reload. */
   readonly nginxTest: { code: number; stderr: string }[] = [];
   nginxTests = 0;
+  /** Graceful reloads (`nginx -s reload`, or reloadOrStart on a running nginx). */
   reloads = 0;
+  /** Starts by reloadOrStart of an nginx that was not running. */
+  nginxStarts = 0;
+  /** Whether nginx runs (its pid file names a live process). */
+  nginxRunning: boolean;
+  /** The configuration nginx runs: the file as it was at its last start or reload. */
+  activeConfig: string | undefined;
   /** Every configuration written to loadBalancer.configPath, in order. */
   readonly configHistory: string[] = [];
   readonly hasNginx: boolean;
+  /** iptables installed and usable (firewall.probe prints ok). */
+  iptables: boolean;
+  /** OUTPUT rules, in `iptables -S` form, first rule first (IPv4, IPv6). */
+  readonly rules4: string[] = [];
+  readonly rules6: string[] = [];
+  /** A fault for one drain or undrain (its answer instead of iptables'), or undefined to run it. */
+  firewallFault: ((op: 'drain' | 'undrain', node: string) => { code: number; stderr: string } | undefined) | undefined;
+  keepalived: 'missing' | 'stopped' | 'running';
+  /** The configuration keepalived runs (read at its last start or reload). */
+  keepalivedActive: string | undefined;
+  keepalivedStarts = 0;
+  keepalivedReloads = 0;
+  /** Its network, as `ip route get` / `ip addr` show it: the interface and prefix length of its own address. */
+  network = { dev: 'eth0', prefix: 24 };
 
   constructor(
     readonly cluster: FakeCluster,
     readonly name: string,
     readonly address: string,
   ) {
-    this.hasNginx = name === 'balancer';
+    this.isBalancer = name === 'balancer' || /^balancer-\d+$/.test(name);
+    this.hasNginx = this.isBalancer;
+    this.nginxRunning = this.isBalancer;
+    this.iptables = this.isBalancer;
+    this.keepalived = this.isBalancer ? 'stopped' : 'missing';
+  }
+
+  /** `iptables -S OUTPUT` then `ip6tables -S OUTPUT`, as they print them. */
+  iptablesListing(): string {
+    const family = (rules: string[]) => ['-P OUTPUT ACCEPT', ...rules].map((l) => `${l}\n`).join('');
+    return family(this.rules4) + family(this.rules6);
+  }
+
+  /** Nodes of this cluster a drain rule refuses here (read from the rules' comments). */
+  drainRules(): string[] {
+    const prefix = `newapi-cluster:${this.inv.cluster.name}:drain:`;
+    const out: string[] = [];
+    for (const line of [...this.rules4, ...this.rules6]) {
+      const m = /--comment "([^"]*)"/.exec(line);
+      if (m?.[1]?.startsWith(prefix)) out.push(m[1].slice(prefix.length));
+    }
+    return out;
+  }
+
+  /** Mode of a file (undefined: no such file). */
+  modeOf(path: string): number | undefined {
+    return this.files.has(path) ? this.modes.get(path) : undefined;
   }
 
   private get clock(): DrivenClock {
@@ -660,12 +819,13 @@ export class FakeHost {
     });
   }
 
-  upload(path: string, content: string | Buffer): void {
+  upload(path: string, content: string | Buffer, mode = 0o644): void {
     const text = Buffer.isBuffer(content) ? content.toString('utf8') : content;
     this.addParents(path);
     this.files.set(path, text);
+    this.modes.set(path, mode);
     if (this.hasNginx && path === this.inv.loadBalancer.configPath) this.configHistory.push(text);
-    this.cluster.record(this, { kind: 'upload', path, content: text });
+    this.cluster.record(this, { kind: 'upload', path, content: text, mode });
   }
 
   readFile(path: string): Buffer | undefined {
@@ -726,6 +886,10 @@ export class FakeHost {
     switch (cmd) {
       case 'true':
         return {};
+      case 'test':
+        return this.test(args) ?? unmodelled();
+      case 'mkdir':
+        return this.mkdir(args) ?? unmodelled();
       case 'date':
         return args[0] === '+%s.%N' ? { stdout: `${(this.clock.now() / 1000).toFixed(9)}\n` } : unmodelled();
       case 'rm':
@@ -759,20 +923,137 @@ export class FakeHost {
     for (const d of [...this.dirs]) if (d === p || d.startsWith(`${p}/`)) this.dirs.delete(d);
   }
 
+  /** `test -s A -a -s B …`: every file there and not empty. */
+  private test(args: string[]): Answer | undefined {
+    const paths: string[] = [];
+    for (let i = 0; i < args.length; i += 3) {
+      if (args[i] !== '-s' || args[i + 1] === undefined || (i + 2 < args.length && args[i + 2] !== '-a')) return undefined;
+      paths.push(args[i + 1]!);
+    }
+    if (paths.length === 0) return undefined;
+    return paths.every((p) => (this.files.get(p) ?? '') !== '') ? {} : { code: 1 };
+  }
+
+  /** `mkdir -p -m MODE -- DIR…` (files.privateDir). */
+  private mkdir(args: string[]): Answer | undefined {
+    if (args[0] !== '-p' || args[1] !== '-m' || !/^[0-7]{3,4}$/.test(args[2] ?? '') || args[3] !== '--' || args.length < 5) return undefined;
+    for (const d of args.slice(4)) {
+      // As mkdir does: -m applies to the last folder only, and only when it makes it.
+      if (!this.dirs.has(d)) this.dirModes.set(d, parseInt(args[2]!, 8));
+      this.mkdirs(d);
+    }
+    return {};
+  }
+
   private nginx(args: string[]): Answer | undefined {
     if (!this.hasNginx) return { code: 127, stderr: 'sh: 1: nginx: not found\n' };
     const a = args.join(' ');
     if (a === '-v') return { stderr: 'nginx version: nginx/1.24.0\n' };
     if (a === '-t -q') {
       this.nginxTests++;
-      const r = this.nginxTest.shift();
-      return r ?? {};
+      return this.nginxTest.shift() ?? this.nginxVerdict();
     }
     if (a === '-s reload') {
-      this.reloads++;
+      if (!this.nginxRunning) return { code: 1, stderr: 'nginx: [error] invalid PID number "" in "/run/nginx.pid"\n' };
+      this.reloadNginx();
       return {};
     }
     return undefined;
+  }
+
+  /** nginx -t's own verdict on the configuration: every certificate and key it names must be there. */
+  private nginxVerdict(): Answer {
+    const config = this.files.get(this.inv.loadBalancer.configPath) ?? '';
+    for (const m of config.matchAll(/^\s*ssl_certificate(_key)?\s+([^;\s]+);/gm)) {
+      const path = m[2]!;
+      if ((this.files.get(path) ?? '') === '') {
+        const what = m[1] ? 'certificate key' : 'certificate';
+        return { code: 1, stderr: `nginx: [emerg] cannot load ${what} "${path}": BIO_new_file() failed (SSL: error:80000002:system library::No such file or directory:calling fopen(${path}, r))\nnginx: configuration file /etc/nginx/nginx.conf test failed\n` };
+      }
+    }
+    return {};
+  }
+
+  private reloadNginx(): void {
+    this.reloads++;
+    this.activeConfig = this.files.get(this.inv.loadBalancer.configPath);
+    this.cluster.record(this, { kind: 'nginx', op: 'reload' });
+  }
+
+  /** nginx.reloadOrStart: a graceful reload where nginx runs, else a start. */
+  private reloadOrStart(): Answer {
+    if (!this.hasNginx) return { code: 127, stderr: 'sh: 1: nginx: not found\n' };
+    if (this.nginxRunning) {
+      this.reloadNginx();
+      return { stdout: 'reloaded\n' };
+    }
+    const verdict = this.nginxVerdict();
+    if (verdict.code) return verdict;
+    this.nginxRunning = true;
+    this.nginxStarts++;
+    this.activeConfig = this.files.get(this.inv.loadBalancer.configPath);
+    this.cluster.record(this, { kind: 'nginx', op: 'start' });
+    return { stdout: 'started\n' };
+  }
+
+  /**
+   * firewall.drain / firewall.undrain: `sh -c SCRIPT sh TOOL OUTPUT <rule…>`. The rule is parsed
+   * as iptables does and kept in its `-S` form; a drain inserts it unless it is there (-C), an
+   * undrain deletes every copy (-D until it fails).
+   */
+  private firewallChange(op: 'drain' | 'undrain', p: string[]): Answer | undefined {
+    const [tool, chain, ...spec] = p;
+    if ((tool !== 'iptables' && tool !== 'ip6tables') || chain !== 'OUTPUT') return undefined;
+    const o: Record<string, string> = {};
+    const matches: string[] = [];
+    for (let i = 0; i < spec.length; i += 2) {
+      const [k, v] = [spec[i]!, spec[i + 1]];
+      if (v === undefined) return undefined;
+      if (k === '-m') matches.push(v);
+      else if (['-p', '-d', '--dport', '--ctstate', '--comment', '-j', '--reject-with'].includes(k)) o[k] = v;
+      else return undefined;
+    }
+    if (o['-p'] !== 'tcp' || matches.join() !== 'conntrack,comment' || o['--ctstate'] !== 'NEW' || o['-j'] !== 'REJECT' || o['--reject-with'] !== 'tcp-reset' || !o['--dport'] || !o['-d'] || !o['--comment']) return undefined;
+    const v6 = tool === 'ip6tables';
+    if (!this.iptables) return { code: 127, stderr: `sh: 1: ${tool}: not found\n` };
+    if (o['-d'].includes(':') !== v6) return { code: 2, stderr: `${tool} v1.8.9 (nf_tables): host/network \`${o['-d']}' not found\nTry \`${tool} -h' or '${tool} --help' for more information.\n` };
+    const node = /:drain:([^:]+)$/.exec(o['--comment'])?.[1] ?? o['--comment'];
+    const fault = this.firewallFault?.(op, node);
+    if (fault) return fault;
+    const rule = `-A OUTPUT -d ${o['-d']}/${v6 ? 128 : 32} -p tcp -m tcp --dport ${o['--dport']} -m conntrack --ctstate NEW -m comment --comment "${o['--comment']}" -j REJECT --reject-with tcp-reset`;
+    const rules = v6 ? this.rules6 : this.rules4;
+    let changed = false;
+    if (op === 'drain') {
+      if (!rules.includes(rule)) {
+        rules.unshift(rule);
+        changed = true;
+      }
+    } else {
+      for (let i = rules.indexOf(rule); i >= 0; i = rules.indexOf(rule)) {
+        rules.splice(i, 1);
+        changed = true;
+      }
+    }
+    this.cluster.record(this, { kind: 'firewall', op, node, rule, changed });
+    return {};
+  }
+
+  /** keepalived.startOrReload: HUP where it runs, else a start (which needs its configuration). */
+  private keepalivedStartOrReload(): Answer {
+    if (this.keepalived === 'missing') return { code: 127, stderr: 'sh: 1: keepalived: not found\n' };
+    const conf = this.files.get(KEEPALIVED_CONF);
+    if (this.keepalived === 'running') {
+      this.keepalivedReloads++;
+      this.keepalivedActive = conf;
+      this.cluster.record(this, { kind: 'keepalived', op: 'reload' });
+      return { stdout: 'reloaded\n' };
+    }
+    if (conf === undefined) return { code: 1, stderr: `Job for keepalived.service failed: Configuration file '${KEEPALIVED_CONF}' is not a regular non-executable file\n` };
+    this.keepalived = 'running';
+    this.keepalivedStarts++;
+    this.keepalivedActive = conf;
+    this.cluster.record(this, { kind: 'keepalived', op: 'start' });
+    return { stdout: 'started\n' };
   }
 
   private docker(args: string[]): Answer | undefined {
@@ -1025,12 +1306,58 @@ export class FakeHost {
 
   private script(args: string[], stdin: string | undefined): Answer | undefined {
     if (args[0] !== '-c') return undefined;
-    const script = args[1];
+    const script = args[1]!;
     const p = args.slice(3);
-    if (args[2] !== 'sh' && script !== SCRIPTS.detect) return undefined;
+    if (BARE_SCRIPTS.has(script) ? args.length !== 2 : args[2] !== 'sh') return undefined;
     switch (script) {
       case SCRIPTS.detect:
-        return args.length === 2 ? { stdout: 'v1\n' } : undefined;
+        return { stdout: 'v1\n' };
+      case SCRIPTS.fwProbe:
+        return { stdout: this.iptables ? 'ok\n' : '' };
+      case SCRIPTS.balancerFacts: {
+        // The upstream file; the OUTPUT rules when iptables can be used; the sha256 of the
+        // certificate and the key (`none`: absent or empty); with a vip: keepalived's state, the
+        // sums of its configuration and check script, the interface routing to the vip and that
+        // interface's own address.
+        const [config, cert, key, kaConf, kaScript, vip] = p as [string, string, string, string, string, string];
+        if (p.length !== 6) return undefined;
+        const b64 = (text: string) => Buffer.from(text).toString('base64');
+        const sum = (path: string) => {
+          const text = this.files.get(path);
+          return text ? createHash('sha256').update(text).digest('hex') : 'none';
+        };
+        const file = this.files.get(config);
+        const lines = [`file ${file === undefined ? '-' : b64(file)}`, `firewall ${this.iptables ? b64(this.iptablesListing()) : '-'}`, `tls ${b64(`${sum(cert)} ${sum(key)}\n`)}`];
+        if (kaConf !== '') {
+          const routed = sameNetwork(vip, this.address, this.network.prefix);
+          const [dev, own] = routed ? [this.network.dev, `${this.address}/${this.network.prefix}`] : ['', ''];
+          const ownPrefix = own.includes('/') ? own.slice(own.indexOf('/') + 1) : own;
+          const ownAddress = own.includes('/') ? own.slice(0, own.lastIndexOf('/')) : own;
+          lines.push(`vrrp ${b64(`${this.keepalived} ${sum(kaConf)} ${sum(kaScript)} ${dev || '-'} ${ownPrefix} ${ownAddress}\n`)}`);
+        }
+        return { stdout: lines.map((l) => `${l}\n`).join('') };
+      }
+      case SCRIPTS.fwDrain:
+        return this.firewallChange('drain', p);
+      case SCRIPTS.fwUndrain:
+        return this.firewallChange('undrain', p);
+      case SCRIPTS.reloadOrStart:
+        return this.reloadOrStart();
+      case SCRIPTS.kaState:
+        return { stdout: `${this.keepalived}\n` };
+      case SCRIPTS.kaStartOrReload:
+        return this.keepalivedStartOrReload();
+      case SCRIPTS.kaRouteTo: {
+        const [address, family] = p;
+        if (p.length !== 2 || family !== (address?.includes(':') ? 'inet6' : 'inet')) return undefined;
+        // `ip route get` names the interface of the host's own network; anything else goes via a gateway we do not model.
+        return sameNetwork(address!, this.address, this.network.prefix) ? { stdout: `${this.network.dev} ${this.network.prefix} ${this.address}\n` } : { code: 3 };
+      }
+      case SCRIPTS.kaHolds: {
+        const [address] = p;
+        if (p.length !== 1) return undefined;
+        return { stdout: address === this.inv.loadBalancer.vip && this.cluster.vipHolder() === this ? `${this.network.dev}\n` : '' };
+      }
       case SCRIPTS.layout: {
         const [dir, stateDir, releasesDir] = p as [string, string, string];
         for (const d of [`${dir}/data`, `${dir}/logs`, stateDir, releasesDir]) this.mkdirs(d);
@@ -1067,6 +1394,21 @@ export class FakeHost {
         if (!this.dirs.has(parent)) return { code: 2, stderr: `sh: 1: cannot create ${path}: Directory nonexistent\n` };
         this.files.set(path, (this.files.get(path) ?? '') + (stdin ?? ''));
         return {};
+      }
+      case SCRIPTS.nodeFacts: {
+        // Each file, the container's inspect and the image's id, base64 on one line each, `-` when absent.
+        const [dir, name, image] = p as [string, string, string];
+        if (p.length !== 3) return undefined;
+        const b64 = (text: string) => Buffer.from(text).toString('base64');
+        const lines = ['docker-compose.yml', '.env', '.newapi-cluster/state.json'].map((f) => {
+          const text = this.files.get(`${dir}/${f}`);
+          return `${f} ${text === undefined ? '-' : b64(text)}`;
+        });
+        const c = this.refresh(this.containers.get(name));
+        lines.push(`container ${c ? b64(JSON.stringify([this.inspect(c)], null, 4)) : '-'}`);
+        const id = this.images.get(image);
+        lines.push(`image ${id ? b64(id) : '-'}`);
+        return { stdout: lines.map((l) => `${l}\n`).join('') };
       }
       case SCRIPTS.freeKiB:
         return { stdout: '104857600\n' };
@@ -1146,8 +1488,8 @@ export class FakeExecutor implements Executor {
     throw this.host.cluster.unmodel(this.host, `execWithInput ${JSON.stringify(argv)}`);
   }
 
-  upload(path: string, content: string | Buffer, _mode: number, opts: OpOptions = {}): Promise<void> {
-    return this.host.call(`write ${path}`, opts, DEFAULT_OP_MS, () => this.host.upload(path, content));
+  upload(path: string, content: string | Buffer, mode: number, opts: OpOptions = {}): Promise<void> {
+    return this.host.call(`write ${path}`, opts, DEFAULT_OP_MS, () => this.host.upload(path, content, mode));
   }
 
   readFile(path: string, opts: OpOptions = {}): Promise<Buffer | undefined> {
@@ -1193,6 +1535,7 @@ export function makeTestEnv(deps: Partial<SessionDeps>, opts: { json?: boolean; 
   const output = new Output({ json: opts.json ?? false, verbose: false, color: false, plain: true, stdout: out.stream, stderr: err.stream });
   if (opts.secrets) output.addSecrets(opts.secrets);
   const controller = new AbortController();
+  setMaxListeners(0, controller.signal); // as cli/main.ts does: every call in flight listens to it
   let received: StopSignalName | undefined;
   const hardQuit = new Set<() => Promise<void>>();
   const signals: RunSignals = {
@@ -1230,6 +1573,14 @@ export interface LabOptions {
   /** Edits the raw inventory before it is written. */
   inventory?: (raw: RawInventory) => void;
   rollout?: Record<string, unknown>;
+  /**
+   * Several balancer hosts (loadBalancer.hosts instead of host), labelled balancer-1, balancer-2…;
+   * with two or more, `vip` (default 10.0.0.100) is their floating address.
+   */
+  balancers?: string[];
+  vip?: string;
+  /** Whether the balancer hosts can use iptables (default true, as in production): false, drains mark the node down in the file. */
+  firewall?: boolean;
 }
 
 export interface RunOutcome<T> extends Settled<T> {
@@ -1253,12 +1604,17 @@ export class Lab {
     raw.ssh = { configFile: false };
     // Backups have their own tests (they need a real dump tool and database).
     raw.rollout = { healthTimeoutSeconds: 30, backupBeforeMigrate: false, ...opts.rollout };
+    if (opts.balancers) {
+      const { host: _single, ...lb } = raw.loadBalancer as Record<string, unknown>;
+      raw.loadBalancer = { ...lb, hosts: opts.balancers, ...(opts.balancers.length > 1 || opts.vip ? { vip: opts.vip ?? '10.0.0.100' } : {}) };
+    }
     opts.inventory?.(raw);
     const tmp = await writeInventoryDir(raw);
     const loaded = await loadInventory(tmp.file, { env: {} });
     const clock = new DrivenClock();
     const cluster = new FakeCluster(loaded.inventory, clock);
     for (const ref of [IMAGE_V20, IMAGE_V21, IMAGE_V22]) cluster.publish(ref);
+    for (const b of cluster.balancers) b.iptables = opts.firewall ?? true;
     return new Lab(tmp, loaded, clock, cluster, new MemoryLockStore(clock));
   }
 

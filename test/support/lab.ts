@@ -6,6 +6,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { isIPv4 } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseEnv, promisify } from 'node:util';
@@ -15,8 +16,16 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 export const LAB_SH = join(ROOT, 'test/lab/lab.sh');
 export const LAB_ENV_FILE = '/var/lib/newapi-lab/lab.env';
 export const LB = '10.77.0.10';
+/** The second balancer: nginx and keepalived installed but NOT started (the tool must start them). */
+export const LB2 = '10.77.0.8';
+/** The floating address reserved for tests (keepalived on lb/lb2; /24 on the lab bridge). */
+export const VIP = '10.77.0.100';
+export const BALANCER_HOSTS = { lb: LB, lb2: LB2 } as const;
+export type BalancerHost = keyof typeof BALANCER_HOSTS;
 export const NODE_HOSTS = { n1: '10.77.0.11', n2: '10.77.0.12', n3: '10.77.0.13', n4: '10.77.0.14', n5: '10.77.0.15', n6: '10.77.0.16' } as const;
-export type LabHost = keyof typeof NODE_HOSTS | 'lb';
+export type LabHost = keyof typeof NODE_HOSTS | BalancerHost;
+/** What pebble-challtestsrv answers for every name unless a test changes it (lb). */
+export const ACME_DEFAULT_IP = LB;
 /** The jump host (sshd only). n6 (BEHIND_BASTION_HOST) accepts SSH only from it. */
 export const BASTION = '10.77.0.9';
 export const BEHIND_BASTION_HOST = NODE_HOSTS.n6;
@@ -38,9 +47,24 @@ export function labEnv(): Record<string, string> {
   return parseEnv(readFileSync(LAB_ENV_FILE, 'utf8')) as Record<string, string>;
 }
 
-/** Values that must never appear in any output of any test. */
+/** Values that must never appear in any output of any test (the lab's test TLS private keys included). */
 export function labSecrets(env = labEnv()): string[] {
-  return [env.SESSION_SECRET, env.CRYPTO_SECRET, env.MYSQL_PASSWORD, env.REDIS_PASSWORD, env.SQL_DSN, env.REDIS_CONN_STRING].filter((s): s is string => !!s && s.length >= 4);
+  return [env.SESSION_SECRET, env.CRYPTO_SECRET, env.MYSQL_PASSWORD, env.REDIS_PASSWORD, env.SQL_DSN, env.REDIS_CONN_STRING, ...tlsKeyLines(env)].filter((s): s is string => !!s && s.length >= 4);
+}
+
+/** A line from the middle of each test TLS private key: a key printed whole or in part shows up. */
+function tlsKeyLines(env: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const file of [env.LAB_TLS_KEY_FILE, env.LAB_TLS_EXPIRED_KEY_FILE, env.LAB_TLS_OTHER_KEY_FILE]) {
+    if (!file) continue;
+    try {
+      const body = readFileSync(file, 'utf8').split('\n').filter((l) => /^[A-Za-z0-9+/=]{64}$/.test(l));
+      if (body.length > 2) out.push(body[Math.floor(body.length / 2)]!);
+    } catch {
+      // not readable here (lab down, or not root): nothing to look for
+    }
+  }
+  return out;
 }
 
 export async function hostExec(host: AnyLabHost, script: string, opts: { timeoutMs?: number } = {}): Promise<string> {
@@ -131,9 +155,55 @@ export async function labStatusUp(): Promise<void> {
 }
 
 /**
+ * Which balancer holds the vip (VIP): 'lb', 'lb2' or 'none'. Throws on a split brain (both hold it),
+ * naming it. One look; poll with waitVipHolder().
+ */
+export async function vipHolder(): Promise<'lb' | 'lb2' | 'none'> {
+  const out = (await labSh(['vip-holder'], 10_000)).trim();
+  if (out === 'lb' || out === 'lb2' || out === 'none') return out;
+  throw new Error(`lab.sh vip-holder printed ${JSON.stringify(out)}`);
+}
+
+/**
+ * Polls vipHolder() (every 100 ms) until it is `want`; resolves with the milliseconds it took.
+ * A split brain seen on the way is not an error (it can last an instant while the vip moves);
+ * rejects past timeoutMs (default 15 s), naming the last holder seen.
+ */
+export async function waitVipHolder(want: 'lb' | 'lb2' | 'none', opts: { timeoutMs?: number } = {}): Promise<number> {
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  const t0 = Date.now();
+  let last = '?';
+  for (;;) {
+    try {
+      last = await vipHolder();
+    } catch (e) {
+      last = e instanceof Error && e.message.includes('split brain') ? 'both (split brain)' : `error: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    if (last === want) return Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`the vip ${VIP} is not on ${want} after ${timeoutMs} ms (holder: ${last})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * pebble-challtestsrv answers every DNS name with `ip` from now on, so pebble validates HTTP-01
+ * on that address's port 80 (lb by default: ACME_DEFAULT_IP; resetLab() sets it back).
+ */
+export async function setAcmeDefaultIp(ip: string): Promise<void> {
+  // challtestsrv takes any string, and then answers no name at all
+  if (!isIPv4(ip)) throw new Error(`setAcmeDefaultIp: ${JSON.stringify(ip)} is not an IPv4 address`);
+  const base = labEnv().LAB_CHALLTESTSRV ?? 'http://10.77.0.1:8055';
+  const res = await fetch(`${base}/set-default-ipv4`, { method: 'POST', body: JSON.stringify({ ip }), signal: AbortSignal.timeout(10_000) });
+  if (!res.ok) throw new Error(`pebble-challtestsrv refused set-default-ipv4 ${ip}: ${res.status} ${await res.text()}`);
+}
+
+/**
  * Every lab host back to a fresh server: no CLI of this process still running, every link up,
  * Redis answering, no containers, no /opt/new-api, no balancer file, no newapi-cluster:* key in
- * Redis, schema reset.
+ * Redis, schema reset. Both balancers (lab.sh reset-balancers): keepalived stopped and
+ * /etc/keepalived emptied on lb and lb2, the vip on no interface, conf.d and
+ * /etc/nginx/newapi-cluster* removed, iptables rules commented newapi-cluster… removed,
+ * /var/lib/newapi-cluster emptied, nginx stopped on lb2 and reloaded on lb; the ACME DNS answers lb.
  */
 export async function resetLab(): Promise<void> {
   await killClis();
@@ -153,7 +223,7 @@ export async function resetLab(): Promise<void> {
     ...(Object.keys(NODE_HOSTS) as LabHost[]).map((h) =>
       hostExec(h, 'ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null; rm -rf /opt/new-api', { timeoutMs: 120_000 }),
     ),
-    hostExec('lb', 'rm -f /etc/nginx/conf.d/*.conf; nginx -s reload', { timeoutMs: 30_000 }),
+    labSh(['reset-balancers'], 30_000),
     execFileP('mariadb', ['-S', env.MYSQL_ROOT_SOCKET!, '-u', 'root', '-e', 'DROP TABLE IF EXISTS newapi.standin_schema'], bounded),
     execFileP('redis-cli', [...redis, 'EVAL', delKeys, '0', 'newapi-cluster:*'], bounded),
   ]);

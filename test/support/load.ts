@@ -4,12 +4,20 @@
  * (cut when a node stops), so that is what it sends: GET-only load hides failures.
  * Bounded in time and count, paced so a fast failure does not turn into a flood.
  */
-import { request } from 'node:http';
+import { Agent as HttpAgent, request } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 
 export interface LoadOptions {
   host: string;
   port: number;
   workers: number;
+  /** HTTPS, trusting this CA, with this SNI name (default: plain HTTP). */
+  tls?: { ca: string; servername: string };
+  /**
+   * Reuse connections (keep-alive), as real clients do (urllib3, Node, Go: each checks that a
+   * pooled connection is still open before reusing it). Default: one connection per request.
+   */
+  keepAlive?: boolean;
   /** Stops sending after this long (ms) even if not stopped by hand. */
   maxDurationMs: number;
   maxRequests: number;
@@ -43,18 +51,26 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
-function once(o: LoadOptions, stream: boolean): Promise<{ ok: boolean; why?: string; host?: string; version?: string }> {
+function once(o: LoadOptions, stream: boolean, agent: HttpAgent | HttpsAgent | false): Promise<{ ok: boolean; why?: string; host?: string; version?: string }> {
   return new Promise((resolve) => {
     const body = JSON.stringify({ model: 'gpt-4o-mini', stream, messages: [{ role: 'user', content: 'hello' }] });
     const timer = setTimeout(() => {
       req.destroy(new Error('timed out after 30 s'));
     }, 30_000);
-    const req = request(
-      // One connection per request. With keep-alive, an nginx reload closes idle client
-      // connections, and a POST racing that close fails in Node's client without a retry; that
-      // race is the client's (OpenAI's SDKs retry it), not the cluster's, and would hide what
-      // this generator is for: requests failed by a node going away.
-      { agent: false, host: o.host, port: o.port, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: 'Bearer sk-load' } },
+    const options = {
+      agent,
+      host: o.host,
+      port: o.port,
+      path: '/v1/chat/completions',
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: 'Bearer sk-load' },
+      ...(o.tls ? { ca: o.tls.ca, servername: o.tls.servername } : {}),
+    };
+    const req = (o.tls ? httpsRequest : request)(
+      // By default one connection per request. With keepAlive, connections are reused: the test
+      // of draining without closing client connections (an nginx reload closes idle ones, and a
+      // POST sent on one at that instant fails without a retry).
+      options,
       (res) => {
         let text = '';
         res.setEncoding('utf8');
@@ -95,7 +111,10 @@ export class LoadGenerator {
   private readonly report: Omit<LoadReport, 'p50' | 'p99'> = { sent: 0, ok: 0, failed: 0, streams: 0, failures: [], latenciesMs: [], byHost: {}, byVersion: {} };
   private readonly started = Date.now();
 
+  private readonly agent: HttpAgent | HttpsAgent | false;
+
   constructor(private readonly o: LoadOptions) {
+    this.agent = o.keepAlive ? (o.tls ? new HttpsAgent({ keepAlive: true, maxSockets: o.workers, ca: o.tls.ca }) : new HttpAgent({ keepAlive: true, maxSockets: o.workers })) : false;
     this.done = Promise.all(Array.from({ length: o.workers }, (_, i) => this.worker(i))).then(() => undefined);
   }
 
@@ -106,7 +125,7 @@ export class LoadGenerator {
       this.report.sent++;
       if (stream) this.report.streams++;
       const t0 = Date.now();
-      const r = await once(this.o, stream);
+      const r = await once(this.o, stream, this.agent);
       this.report.latenciesMs.push(Date.now() - t0);
       if (r.ok) {
         this.report.ok++;
@@ -123,6 +142,7 @@ export class LoadGenerator {
   async stop(): Promise<LoadReport> {
     this.stopped = true;
     await this.done;
+    if (this.agent) this.agent.destroy();
     const sorted = [...this.report.latenciesMs].sort((a, b) => a - b);
     return { ...this.report, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
   }

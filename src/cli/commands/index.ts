@@ -14,6 +14,7 @@ import { registerBackup } from './backup.js';
 import { registerPrune } from './prune.js';
 import { registerReleases } from './releases.js';
 import { registerRestore } from './restore.js';
+import { registerTls } from './tls.js';
 
 export function registerCommands(program: Command, getContext: () => CliContext): void {
   registerInit(program, getContext);
@@ -30,4 +31,5 @@ export function registerCommands(program: Command, getContext: () => CliContext)
   registerRestore(program, getContext);
   registerReleases(program, getContext);
   registerPrune(program, getContext);
+  registerTls(program, getContext);
 }

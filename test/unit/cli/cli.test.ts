@@ -4,10 +4,12 @@
  * appears in either stream — including error paths where a secret would naturally show.
  */
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseEnv } from 'node:util';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../../../src/cli/main.js';
 import { SECRETS_FILE } from '../../../src/inventory/load.js';
 import { formatProblem, type Problem } from '../../../src/inventory/problems.js';
@@ -25,6 +27,9 @@ let generated: string[] = [];
 
 const text = (chunk: unknown): string => (typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString('utf8'));
 
+/** Where init asks for New API's tags in these tests: a local stand-in for Docker Hub (set in describe('init')). */
+let tagsUrl: string | undefined;
+
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   const out: string[] = [];
   const err: string[] = [];
@@ -39,7 +44,7 @@ async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   const e = vi.spyOn(process.stderr, 'write').mockImplementation(capture(err));
   let code: number;
   try {
-    code = await main(['node', 'newapi-cluster', ...args], { NO_COLOR: '1', ...env });
+    code = await main(['node', 'newapi-cluster', ...args], { NO_COLOR: '1', ...(tagsUrl ? { NEWAPI_CLUSTER_TAGS_URL: tagsUrl } : {}), ...env });
   } finally {
     o.mockRestore();
     e.mockRestore();
@@ -259,6 +264,39 @@ describe('render --out', () => {
 
 describe('init', () => {
   const hostsFlags = ['--hosts', '10.0.0.11,10.0.0.12,10.0.0.13', '--balancer', '10.0.0.10'];
+  let tags: Server;
+
+  beforeAll(async () => {
+    // Docker Hub's answer, shortened: the newest release is v0.9.25 (not the release candidate, not latest).
+    tags = createServer((_req, res) => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ results: ['latest', 'v0.10.0-rc.1', 'v0.9.25', 'v0.9.20', 'nightly', 'v0.9.3'].map((name) => ({ name })) }));
+    });
+    await new Promise<void>((r) => tags.listen(0, '127.0.0.1', () => r()));
+    tagsUrl = `http://127.0.0.1:${(tags.address() as AddressInfo).port}/v2/repositories/calciumion/new-api/tags`;
+  });
+
+  afterAll(async () => {
+    tagsUrl = undefined;
+    await new Promise((r) => tags.close(r));
+  });
+
+  it('offers the newest release the registry lists; without an answer, --yes needs --image (exit 2)', async () => {
+    const d = await tempDir();
+    const file = join(d, 'inventory.yaml');
+    const run = await cli(['init', '--yes', ...hostsFlags, '--output', file]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(await readFile(file, 'utf8')).toMatch(/^ {2}image: calciumion\/new-api:v0\.9\.25 /m);
+    await readSecrets(d, run);
+
+    const d2 = await tempDir();
+    const offline = await cli(['init', '--yes', ...hostsFlags, '--output', join(d2, 'inventory.yaml')], { NEWAPI_CLUSTER_TAGS_URL: 'http://127.0.0.1:9/unreachable' });
+    expect(offline.code).toBe(2);
+    expect(offline.stderr).toBe('✖ --image: the registry could not be asked for the newest New API version\n  hint: name the image and its version: --image calciumion/new-api:vX.Y.Z\n');
+    const named = await cli(['init', '--yes', '--image', 'calciumion/new-api:v0.9.21', ...hostsFlags, '--output', join(d2, 'inventory.yaml')], { NEWAPI_CLUSTER_TAGS_URL: 'http://127.0.0.1:9/unreachable' });
+    expect(named.code, named.stderr).toBe(0);
+    await readSecrets(d2, named);
+  });
 
   /** Reads the secrets init generated; checks that the runs so far did not show them. */
   async function readSecrets(dir: string, ...runs: Run[]): Promise<Record<string, string>> {
@@ -290,7 +328,7 @@ describe('init', () => {
     // What init wrote is a valid inventory once the connection strings are set.
     const check = await cli(['validate', file], { SQL_DSN: FAKE_VARS.SQL_DSN, REDIS_CONN_STRING: FAKE_VARS.REDIS_CONN_STRING });
     expect(check.code).toBe(0);
-    expect(check.stdout).toBe(`✔ ${file}: valid — cluster prod, 3 nodes, calciumion/new-api:v0.9.20\n`);
+    expect(check.stdout).toBe(`✔ ${file}: valid — cluster prod, 3 nodes, calciumion/new-api:v0.9.25\n`);
   });
 
   it('puts SQL_DSN and REDIS_CONN_STRING from the environment in the secrets file, not on screen', async () => {

@@ -339,7 +339,75 @@ const badCases: BadCase[] = [
   {
     name: 'loadBalancer/host missing with type nginx',
     mutate: (i) => (i.loadBalancer = { type: 'nginx', serverName: 'api.example.com' }),
-    problems: [E('loadBalancer/host: required when type is nginx', 'the host that runs nginx, or set type: none to print the upstream instead')],
+    problems: [E('loadBalancer/host: required when type is nginx', 'the host that runs nginx (or hosts: [a, b] for a pair), or set type: none to print the upstream instead')],
+  },
+  {
+    name: 'loadBalancer with host and hosts',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', hosts: ['10.0.0.9'] }),
+    problems: [
+      E('loadBalancer/host: cannot be used with loadBalancer.hosts', 'list every balancer under hosts: [a, b] and remove host'),
+      E('loadBalancer/vip: required with two or more balancer hosts', 'the floating address keepalived moves to a healthy balancer, and clients use, e.g. vip: 10.0.0.100'),
+    ],
+  },
+  {
+    name: 'a balancer pair without a vip',
+    mutate: (i) => (i.loadBalancer = { hosts: ['10.0.0.10', '10.0.0.9'] }),
+    problems: [E('loadBalancer/vip: required with two or more balancer hosts', 'the floating address keepalived moves to a healthy balancer, and clients use, e.g. vip: 10.0.0.100')],
+  },
+  {
+    name: 'a balancer listed twice',
+    mutate: (i) => (i.loadBalancer = { hosts: ['10.0.0.10', '10.0.0.10'], vip: '10.0.0.100' }),
+    problems: [E('loadBalancer/hosts/1: "10.0.0.10" is already listed (loadBalancer/hosts/0)', 'list each balancer host once')],
+  },
+  {
+    name: 'a vip that is a node\'s address',
+    mutate: (i) => (i.loadBalancer = { hosts: ['10.0.0.10', '10.0.0.9'], vip: '10.0.0.12' }),
+    problems: [E("loadBalancer/vip: 10.0.0.12 is already a host's own address", "the vip must be a free address on the balancers' network")],
+  },
+  {
+    name: 'a vip that is not an address',
+    mutate: (i) => (i.loadBalancer = { hosts: ['10.0.0.10', '10.0.0.9'], vip: 'api.example.com' }),
+    problems: [E('loadBalancer/vip: should be an IP address', 'the floating address clients use, e.g. 10.0.0.100')],
+  },
+  {
+    name: 'tls with neither files nor acme',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', tls: {} }),
+    problems: [E('loadBalancer/tls: needs certificateFile and keyFile, or acme', 'e.g. tls: { certificateFile: certs/fullchain.pem, keyFile: certs/privkey.pem }')],
+  },
+  {
+    name: 'tls with both files and acme',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', serverName: 'api.example.com', tls: { certificateFile: 'c.pem', keyFile: 'k.pem', acme: { email: 'ops@example.com', directoryUrl: 'https://ca.example.com/dir' } } }),
+    problems: [E('loadBalancer/tls: has both certificate files and acme', 'choose one: your own certificateFile and keyFile, or acme to have the tool obtain one')],
+  },
+  {
+    name: 'a certificate file without its key',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', tls: { certificateFile: 'c.pem' } }),
+    problems: [E('loadBalancer/tls/keyFile: required with the other one', 'a certificate file and its private key file go together')],
+  },
+  {
+    name: 'acme for the catch-all server name',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', serverName: '_', tls: { acme: { email: 'ops@example.com', directoryUrl: 'https://ca.example.com/dir' } } }),
+    problems: [E('loadBalancer/serverName: must list the exact names to certify when tls.acme is set (no _, no wildcards)', 'e.g. serverName: api.example.com')],
+  },
+  {
+    name: 'acme with an http directory',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', serverName: 'api.example.com', tls: { acme: { email: 'ops@example.com', directoryUrl: 'http://ca.example.com/dir' } } }),
+    problems: [E("loadBalancer/tls/acme/directoryUrl: should be the https URL of the CA's ACME directory", 'e.g. https://acme-v02.api.letsencrypt.org/directory')],
+  },
+  {
+    name: 'tls on the http port',
+    mutate: (i) => (i.loadBalancer = { host: '10.0.0.10', tls: { certificateFile: 'c.pem', keyFile: 'k.pem', listen: 80 } }),
+    problems: [E('loadBalancer/tls/listen: 80 is also loadBalancer.listen', 'HTTPS and HTTP need their own ports (443 and 80)')],
+  },
+  {
+    name: 'a hook on two lines',
+    mutate: (i) => (i.rollout = { hooks: { beforeDrain: './out.sh\nrm -rf /' } }),
+    problems: [E('rollout/hooks/beforeDrain: should be a command on one line', 'e.g. ./hooks/lb-out.sh')],
+  },
+  {
+    name: 'an unknown hook',
+    mutate: (i) => (i.rollout = { hooks: { afterDrain: './x.sh' } }),
+    problems: [E('rollout/hooks/afterDrain: unknown key', 'known keys here: beforeDrain, afterReady, beforeUpgrade, afterUpgrade')],
   },
   { name: 'loadBalancer/type haproxy', mutate: (i) => (i.loadBalancer.type = 'haproxy'), problems: [E('loadBalancer/type: should be nginx or none', 'none prints the upstream instead of pushing it')] },
   {
@@ -463,7 +531,7 @@ describe('parseInventory accepts', () => {
     expect(inventory.secrets).toEqual({ sessionSecret: FAKE.sessionSecret, cryptoSecret: FAKE.cryptoSecret });
     // No ssh defaults here: remote/ssh-config.ts applies them after the ssh config.
     expect(inventory.ssh).toEqual({});
-    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3, backupBeforeMigrate: true, keepBackups: 5 });
+    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3, backupBeforeMigrate: true, keepBackups: 5, hooks: { beforeDrain: null, afterReady: null, beforeUpgrade: null, afterUpgrade: null }, hookTimeoutSeconds: 60 });
     expect(inventory.loadBalancer).toEqual({ type: 'nginx', host: '10.0.0.10', listen: 80, serverName: 'api.example.com', configPath: '/etc/nginx/conf.d/new-api.conf' });
   });
 

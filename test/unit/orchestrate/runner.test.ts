@@ -1,12 +1,15 @@
 /**
  * The runner and the rollout against the in-memory lab (test/support/fake-cluster.ts): whole
  * deploy, upgrade and rollback runs, in milliseconds, on a manual clock. Each test reads back what
- * the fake hosts saw: the order of container starts, the balancer files pushed, the files, state
- * and releases left on each node, the lock's key.
+ * the fake hosts saw: the order of container starts, the drain rules added and removed on the
+ * balancer (iptables, as in production), the balancer files pushed and nginx reloads, the files,
+ * state and releases left on each node, the lock's key. One block runs the same rollout on a
+ * balancer without iptables, where a drain is the file marking the node down and a reload.
  */
 import { readFile, writeFile } from 'node:fs/promises';
-import { afterEach, describe, expect, it } from 'vitest';
-import { CliError, ExitCode, InterruptedError, LockedError, LockLostError } from '../../../src/errors.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { CliError, ExitCode, HostUnreachableError, InterruptedError, LockedError, LockLostError } from '../../../src/errors.js';
+import { UNDRAIN_SETTLE_MS } from '../../../src/orchestrate/balancer.js';
 import { runDeploy } from '../../../src/orchestrate/deploy.js';
 import { runAddNode, runRemoveNode } from '../../../src/orchestrate/scale.js';
 import { lockKey } from '../../../src/orchestrate/lock.js';
@@ -17,6 +20,10 @@ import { IMAGE_V20, IMAGE_V21, IMAGE_V22, isComposeStartingUp, isComposeUp, Lab,
 
 const NODES = ['master', 'slave-1', 'slave-2'] as const;
 const KEY = lockKey('prod');
+
+// Runs take manual hours in real milliseconds; only a starved machine (CI under load) makes one
+// take seconds. The outcome does not depend on it: give them room rather than fail on the clock.
+vi.setConfig({ testTimeout: 30_000 });
 
 const labs: Lab[] = [];
 
@@ -51,27 +58,50 @@ async function deployedLab(opts: LabOptions = {}): Promise<Lab> {
 const lastSeq = (lab: Lab) => lab.cluster.events.at(-1)?.seq ?? 0;
 const since = <E extends FakeEvent>(events: E[], mark: number) => events.filter((e) => e.seq > mark);
 const drainedIn = (lab: Lab, config: string) => NODES.filter((n) => lab.cluster.placeIn(config, n) === 'drained');
+type FirewallEvent = Extract<FakeEvent, { kind: 'firewall' }>;
+
+/**
+ * The drained set after each change of the balancer's drain rules since `mark`: consecutive
+ * changes of the same kind (a batch of two drained one rule after the other) count as one.
+ */
+function drainTimeline(lab: Lab, mark: number, host = 'balancer'): string[][] {
+  const drained = new Set<string>();
+  const out: string[][] = [];
+  let last: FirewallEvent['op'] | undefined;
+  for (const e of since(lab.cluster.firewallChanges(host), mark)) {
+    if (e.op === 'drain') drained.add(e.node);
+    else drained.delete(e.node);
+    const now = NODES.filter((n) => drained.has(n));
+    if (e.op === last) out[out.length - 1] = now;
+    else out.push(now);
+    last = e.op;
+  }
+  return out;
+}
+
+/** Every call after `mark` that changed what a balancer serves: a file, a drain rule, an nginx reload or start. */
+const balancerChanges = (lab: Lab, mark: number) =>
+  since(lab.cluster.events, mark).filter((e) => (e.kind === 'upload' && e.path === lab.loaded.inventory.loadBalancer.configPath) || e.kind === 'firewall' || e.kind === 'nginx');
 const isUploadOf = (path: string) => (e: FakeEvent) => e.kind === 'upload' && e.path === path;
 const composeFile = (lab: Lab) => `${lab.loaded.inventory.cluster.dir}/docker-compose.yml`;
 const envFile = (lab: Lab) => `${lab.loaded.inventory.cluster.dir}/.env`;
 
-/** The first balancer push after `mark` in which `node` is drained, and the first after it in which it is back in. */
+/** The first drain rule of `node` added on the balancer after `mark`, and the first removal of it after that. */
 function drainAndPutBack(lab: Lab, node: string, mark: number): { drain: FakeEvent; back: FakeEvent } {
-  const pushes = since(lab.cluster.balancerPushes(), mark);
-  const drain = pushes.find((p) => lab.cluster.placeIn(p.content, node) === 'drained');
-  const back = drain && pushes.find((p) => p.seq > drain.seq && lab.cluster.placeIn(p.content, node) === 'in');
+  const changes = since(lab.cluster.firewallChanges('balancer'), mark).filter((e) => e.node === node);
+  const drain = changes.find((e) => e.op === 'drain');
+  const back = drain && changes.find((e) => e.seq > drain.seq && e.op === 'undrain');
   if (!drain || !back) throw new Error(`${node} was not drained and put back`);
   return { drain, back };
 }
 
-/** Once the balancer gets a file in which `node` is back in after being drained (the batch's put-back). */
+/** Once the balancer's drain rule of `node` is removed after being added (the batch's put-back). */
 function onPutBack(lab: Lab, node: string, mark: number, fn: (e: FakeEvent) => void): void {
   let drained = false;
   const off = lab.cluster.onEvent((e) => {
-    if (e.seq <= mark || e.kind !== 'upload' || e.host !== 'balancer') return;
-    const place = lab.cluster.placeIn(e.content, node);
-    if (place === 'drained') drained = true;
-    else if (drained && place === 'in') {
+    if (e.seq <= mark || e.kind !== 'firewall' || !e.changed || e.host !== 'balancer' || e.node !== node) return;
+    if (e.op === 'drain') drained = true;
+    else if (drained) {
       off();
       fn(e);
     }
@@ -102,8 +132,7 @@ describe('deploy', () => {
     for (const slave of ['slave-1', 'slave-2']) {
       const prepared = c.execs(slave, (a) => isComposeUp(a) && a.includes('--no-start'));
       expect(prepared, `${slave} is prepared once`).toHaveLength(1);
-      // Prepared while the master was still in its gate; started only once it passed.
-      expect(prepared[0]!.seq).toBeGreaterThan(masterUp[0]!.seq);
+      // Prepared (created, not started) while the master starts and is gated; started only once it passed.
       expect(prepared[0]!.seq).toBeLessThan(masterPassed.seq);
       const started = starts.find((s) => s.host === slave)!;
       expect(started.seq).toBeGreaterThan(masterPassed.seq);
@@ -131,6 +160,8 @@ describe('deploy', () => {
     expect(c.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
     expect(c.balancer.files.get(lab.loaded.inventory.loadBalancer.configPath)).not.toMatch(/\sdown\s*;/);
     expect(c.balancer.reloads).toBeGreaterThan(0);
+    expect(c.balancer.activeConfig, 'nginx runs the file pushed last').toBe(c.balancer.files.get(lab.loaded.inventory.loadBalancer.configPath));
+    expect(c.firewallChanges(), 'nothing to drain on a first deploy').toEqual([]);
     expect(lab.store.peek(KEY), 'the lock is released').toBeUndefined();
     expect(r.stdout).toContain('deployed: 3 nodes changed');
   });
@@ -138,16 +169,18 @@ describe('deploy', () => {
   it('a second deploy restarts nothing and pushes no balancer file', async () => {
     const lab = await deployedLab();
     const mark = lastSeq(lab);
+    const opened = lab.store.opened.length;
     const r = await deploy(lab);
     expectOk(r);
+    expect(lab.store.opened.length, 'nothing to do: the lock is not even taken').toBe(opened);
     expect(since(lab.cluster.execs(undefined, isComposeUp), mark)).toEqual([]);
     expect(since(lab.cluster.execs(undefined, (a) => a[0] === 'docker' && a[1] === 'start'), mark)).toEqual([]);
-    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
+    expect(balancerChanges(lab, mark), 'no file, no drain rule, no reload').toEqual([]);
     expect(since(lab.cluster.containerStarts(), mark)).toEqual([]);
     for (const name of NODES) expect(lab.node(name).auditLines()).toHaveLength(1);
     // Only the run that changed something closed itself in the master's audit log.
     expect(lab.node('master').runLines()).toEqual([expect.objectContaining({ operation: 'deploy', result: 'ok', by: 'tester@test' })]);
-    expect(r.stdout).toContain('deployed: 0 nodes changed, 3 unchanged, balancer unchanged');
+    expect(r.stdout).toMatch(/nothing to do, 3 nodes and the balancer already match/);
   });
 
   it('refuses to start while another operator holds the lock, and changes nothing', async () => {
@@ -165,14 +198,32 @@ describe('upgrade --to v0.9.21', () => {
   it('pulls everywhere, migrates on the master, then rolls the slaves one batch at a time and the master last', async () => {
     const lab = await deployedLab();
     const mark = lastSeq(lab);
+    const reloads = lab.cluster.balancer.reloads;
     const r = await upgrade(lab, 'v0.9.21');
     expectOk(r);
     const c = lab.cluster;
-    const pushes = since(c.balancerPushes(), mark);
 
-    // One batch at a time: each push drains one node or puts it back; slaves first, the master last.
-    expect(pushes.map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
-    const firstDrain = pushes[0]!;
+    // One batch at a time: each rule change drains one node or puts it back; slaves first, the master last.
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
+    // A drain is an iptables rule on the balancer: no file is pushed and nginx never reloads.
+    expect(since(c.balancerPushes(), mark), 'no balancer file during an upgrade').toEqual([]);
+    expect(since(c.nginxEvents(), mark), 'no nginx reload during an upgrade').toEqual([]);
+    expect(c.balancer.reloads).toBe(reloads);
+    const firstDrain = since(c.firewallChanges(), mark)[0]!;
+    expect(firstDrain).toMatchObject({
+      host: 'balancer',
+      op: 'drain',
+      node: 'slave-1',
+      rule: '-A OUTPUT -d 10.0.0.12/32 -p tcp -m tcp --dport 3000 -m conntrack --ctstate NEW -m comment --comment "newapi-cluster:prod:drain:slave-1" -j REJECT --reject-with tcp-reset',
+    });
+    expect(c.balancer.rules4, 'every rule is removed at the end').toEqual([]);
+    // nginx skips a node whose connections it saw refused for fail_timeout: the next batch is
+    // drained only once the one put back can serve again.
+    const changes = since(c.firewallChanges(), mark);
+    changes.forEach((e, i) => {
+      const next = changes[i + 1];
+      if (e.op === 'undrain' && next?.op === 'drain') expect(next.at - e.at, `${next.node} drained ${next.at - e.at} ms after ${e.node} was put back`).toBeGreaterThanOrEqual(UNDRAIN_SETTLE_MS);
+    });
 
     for (const name of NODES) {
       const pulls = since(c.execs(name, (a) => a.join(' ') === `docker pull --quiet ${IMAGE_V21}`), mark);
@@ -195,7 +246,7 @@ describe('upgrade --to v0.9.21', () => {
       expect(ups, `${name} is recreated once`).toHaveLength(1);
       expect(ups[0]!.argv).toContain('--force-recreate');
       const recorded = since(c.events, mark).find((e) => e.host === name && isUploadOf(lab.node(name).paths.state)(e))!;
-      // drained → recreated → gated (state is written only after the gate) → put back
+      // drained (rule added) → recreated → gated (state is written only after the gate) → put back (rule removed)
       expect(drain.seq).toBeLessThan(ups[0]!.seq);
       expect(ups[0]!.seq).toBeLessThan(recorded.seq);
       expect(recorded.seq).toBeLessThan(back.seq);
@@ -244,7 +295,8 @@ describe('upgrade --to v0.9.21', () => {
 
     // Nobody else moved: no migrate, no drain, no recreate.
     expect(since(lab.cluster.execs(undefined, (a) => isComposeUp(a) || a.includes('run')), mark).every((e) => e.host === 'slave-1')).toBe(true);
-    for (const p of since(lab.cluster.balancerPushes(), mark)) expect(drainedIn(lab, p.content).filter((n) => n !== 'slave-1')).toEqual([]);
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1'], []]);
+    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
     for (const name of ['master', 'slave-2']) expect(lab.node(name).container).toMatchObject({ image: IMAGE_V20 });
 
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
@@ -280,6 +332,82 @@ describe('upgrade --to v0.9.21', () => {
   });
 });
 
+describe('a balancer without iptables (firewall.probe fails): drains mark the node down in the file', () => {
+  const noFirewall = (opts: LabOptions = {}) => deployedLab({ ...opts, firewall: false });
+
+  it('upgrade --to v0.9.21: each batch is marked down and put back by a pushed file and a reload', async () => {
+    const lab = await noFirewall();
+    const c = lab.cluster;
+    const mark = lastSeq(lab);
+    const reloads = c.balancer.reloads;
+    const r = await upgrade(lab, 'v0.9.21');
+    expectOk(r);
+
+    const pushes = since(c.balancerPushes(), mark);
+    expect(pushes.map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
+    expect(pushes[0]!.content).toMatch(/\n\s*server 10\.0\.0\.12:3000 [^;\n]* down;/);
+    // Every push is tested, then nginx reloads with it.
+    const reloadEvents = since(c.nginxEvents(), mark);
+    expect(reloadEvents.map((e) => e.op)).toEqual(pushes.map(() => 'reload'));
+    expect(c.balancer.reloads - reloads).toBe(6);
+    pushes.forEach((p, i) => expect(p.seq).toBeLessThan(reloadEvents[i]!.seq));
+    expect(c.firewallChanges(), 'no rule anywhere').toEqual([]);
+    expect(c.execs('balancer', (a) => a[0] === 'sh' && a.includes('iptables')), 'no drain command is run').toEqual([]);
+
+    for (const name of NODES) {
+      const drain = pushes.find((p) => c.placeIn(p.content, name) === 'drained')!;
+      const back = pushes.find((p) => p.seq > drain.seq && c.placeIn(p.content, name) === 'in')!;
+      const ups = since(c.execs(name, isComposeStartingUp), mark);
+      expect(ups, `${name} is recreated once`).toHaveLength(1);
+      const recorded = since(c.events, mark).find((e) => e.host === name && isUploadOf(lab.node(name).paths.state)(e))!;
+      expect(drain.seq).toBeLessThan(ups[0]!.seq);
+      expect(ups[0]!.seq).toBeLessThan(recorded.seq);
+      expect(recorded.seq).toBeLessThan(back.seq);
+      expect(ups[0]!.at - drain.at).toBeGreaterThanOrEqual(10_000);
+      expect(lab.node(name).container).toMatchObject({ image: IMAGE_V21, status: 'running' });
+    }
+    expect(c.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
+    expect(c.balancer.activeConfig).toBe(c.balancer.files.get(lab.loaded.inventory.loadBalancer.configPath));
+  });
+
+  it('nginx -t rejects the drain file: the previous file is back and nothing is recreated', async () => {
+    const lab = await noFirewall();
+    const path = lab.loaded.inventory.loadBalancer.configPath;
+    const before = lab.cluster.balancer.files.get(path);
+    const mark = lastSeq(lab);
+    lab.cluster.once(
+      (e) => e.seq > mark && e.kind === 'upload' && e.host === 'balancer' && drainedIn(lab, e.content).length > 0,
+      () => lab.cluster.balancer.nginxTest.push({ code: 1, stderr: `nginx: [emerg] unexpected "}" in ${path}:12\n` }),
+    );
+    const reloads = lab.cluster.balancer.reloads;
+    const r = await upgrade(lab, 'v0.9.21');
+    expect(r.error).toBeInstanceOf(CliError);
+    expect((r.error as Error).message).toMatch(/^nginx -t rejected the new configuration\b.*: nginx: \[emerg\] unexpected "}"/);
+    expect((r.error as CliError).node).toBe('balancer');
+    // The rejected file must not stay where the next reload (or the next run, which reads it back) would take it.
+    expect(lab.cluster.balancer.files.get(path), 'the previous file is back on the balancer that rejected the new one').toBe(before);
+    expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
+    expect(lab.cluster.balancer.reloads).toBe(reloads);
+    expect(since(lab.cluster.execs(undefined, isComposeUp), mark)).toEqual([]);
+    for (const name of NODES) expect(lab.node(name).container).toMatchObject({ image: IMAGE_V20 });
+  });
+
+  it('SIGINT during the drain wait: the file puts the batch back without recreating it', async () => {
+    const lab = await noFirewall();
+    const mark = lastSeq(lab);
+    const t = lab.env();
+    lab.cluster.once(
+      (e) => e.seq > mark && e.kind === 'upload' && e.host === 'balancer' && lab.cluster.placeIn(e.content, 'slave-1') === 'drained',
+      () => void lab.clock.sleep(3_000).then(() => t.stop()),
+    );
+    const r = await upgrade(lab, 'v0.9.21', t);
+    expect(r.error).toBeInstanceOf(InterruptedError);
+    expect(since(lab.cluster.execs('slave-1', isComposeUp), mark)).toEqual([]);
+    expect(since(lab.cluster.balancerPushes(), mark).map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], []]);
+    expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
+  });
+});
+
 describe('the lock during a run', () => {
   it('lost between two batches (force-released and taken by another operator): stops before the next batch drains anything', async () => {
     const lab = await deployedLab();
@@ -299,7 +427,7 @@ describe('the lock during a run', () => {
     expect(r.error).toBeInstanceOf(LockLostError);
     expect((r.error as CliError).exitCode).toBe(ExitCode.locked);
     expect((r.error as Error).message).toContain('other@elsewhere');
-    expect(since(lab.cluster.balancerPushes(), lostSeq!), 'no balancer file after the loss').toEqual([]);
+    expect(balancerChanges(lab, lostSeq!), 'no balancer file, rule or reload after the loss').toEqual([]);
     expect(since(lab.cluster.execs(undefined, isComposeUp), lostSeq!)).toEqual([]);
     expect(lab.node('slave-2').container).toMatchObject({ image: IMAGE_V20 });
     expect(lab.node('slave-1').container).toMatchObject({ image: IMAGE_V21 });
@@ -319,8 +447,9 @@ describe('the lock during a run', () => {
     const r = await upgrade(lab, 'v0.9.21');
     expect(r.error).toBeInstanceOf(LockLostError);
     expect((r.error as CliError).exitCode).toBe(ExitCode.locked);
-    expect(since(lab.cluster.balancerPushes(), lostSeq!)).toEqual([]);
+    expect(balancerChanges(lab, lostSeq!)).toEqual([]);
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'drained', 'slave-2': 'in' });
+    expect(lab.cluster.balancer.drainRules(), 'slave-1 is still refused by its rule').toEqual(['slave-1']);
     expect(since(lab.cluster.execs(undefined, isComposeUp), lostSeq!)).toEqual([]);
     expect(r.stderr).toMatch(/slave-1\s+v0\.9\.21\s+DRAINED\s+recreated/);
   });
@@ -400,7 +529,7 @@ describe('the lock during a run', () => {
     expect((r.error as Error).message).toContain('could not be confirmed');
     expect(r.at - downAt!).toBeGreaterThanOrEqual(29_000);
     expect(r.at - downAt!).toBeLessThanOrEqual(32_000);
-    expect(since(lab.cluster.balancerPushes(), downSeq!)).toEqual([]);
+    expect(balancerChanges(lab, downSeq!)).toEqual([]);
     expect(since(lab.cluster.execs(undefined, isComposeUp), downSeq!)).toEqual([]);
     expect(lab.node('slave-2').container).toMatchObject({ image: IMAGE_V20 });
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
@@ -431,7 +560,7 @@ describe('signals', () => {
     const s1Started = lab.node('slave-1').container!.startedAt;
     const t = lab.env();
     lab.cluster.once(
-      (e) => e.seq > mark && e.kind === 'upload' && e.host === 'balancer' && lab.cluster.placeIn(e.content, 'slave-1') === 'drained',
+      (e) => e.seq > mark && e.kind === 'firewall' && e.op === 'drain' && e.node === 'slave-1',
       () => void lab.clock.sleep(3_000).then(() => t.stop(signal)),
     );
 
@@ -441,7 +570,8 @@ describe('signals', () => {
     expect((r.error as CliError).exitCode).toBe(code);
     expect(since(lab.cluster.execs('slave-1', isComposeUp), mark)).toEqual([]);
     expect(lab.node('slave-1').container).toMatchObject({ image: IMAGE_V20, startedAt: s1Started });
-    expect(since(lab.cluster.balancerPushes(), mark).map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], []]);
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1'], []]);
+    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
     expect(lab.store.peek(KEY)).toBeUndefined();
   });
@@ -458,7 +588,8 @@ describe('signals', () => {
     expect((r.error as CliError).exitCode).toBe(ExitCode.interrupted);
     expect(lab.node('slave-1').container).toMatchObject({ image: IMAGE_V21, status: 'running' });
     expect(lab.node('slave-1').state()).toMatchObject({ image: IMAGE_V21 });
-    expect(since(lab.cluster.balancerPushes(), mark).map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], []]);
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1'], []]);
+    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
     expect(since(lab.cluster.execs(undefined, isComposeUp), mark).map((e) => e.host)).toEqual(['slave-1']);
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
     expect(r.stderr).toContain('Where things stand');
@@ -484,8 +615,8 @@ describe('signals', () => {
     expect(r.ok).toBe(false);
     expect(lab.store.peek(KEY), 'released by the hard quit').toBeUndefined();
     // The gate in hand is abandoned (health.ts: "a hard quit aborts it"); with the lock gone, no host may change.
-    const changes = since(lab.cluster.events, quitSeq!).filter((e) => e.kind === 'upload' || (e.kind === 'exec' && (isComposeUp(e.argv) || e.argv[0] === 'nginx')));
-    expect(changes.map((e) => `${e.host} ${e.kind === 'upload' ? `upload ${e.path}` : 'exec'}`)).toEqual([]);
+    const changes = since(lab.cluster.events, quitSeq!).filter((e) => e.kind === 'upload' || e.kind === 'firewall' || e.kind === 'nginx' || (e.kind === 'exec' && (isComposeUp(e.argv) || e.argv[0] === 'nginx')));
+    expect(changes.map((e) => `${e.host} ${e.kind === 'upload' ? `upload ${e.path}` : e.kind}`)).toEqual([]);
   });
 
   it('stop while a host of the batch is lost: the run ends within 5 s of the stop', async () => {
@@ -577,7 +708,8 @@ describe('releases', () => {
       expect(h.container).toMatchObject({ image: IMAGE_V20 });
       expect(h.files.get(composeFile(lab))).toBe(h.files.get(`${h.paths.releases}/${first[name]}/docker-compose.yml`));
     }
-    expect(since(lab.cluster.balancerPushes(), mark).map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
+    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
     expect(await readFile(lab.tmp.file, 'utf8')).toContain(`image: ${IMAGE_V20}`);
   });
 
@@ -661,7 +793,8 @@ describe('failures', () => {
     const r = await lab.run((env, loaded) => runUpgrade(env, loaded, { to: 'v0.9.21', batch: 2, dryRun: false, allowDowngrade: false }));
     expect(r.error).toBeInstanceOf(CliError);
     expect((r.error as Error).message).toMatch(/^slave-2: /);
-    expect(since(lab.cluster.balancerPushes(), mark).map((p) => drainedIn(lab, p.content))).toEqual([['slave-1', 'slave-2'], []]);
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1', 'slave-2'], []]);
+    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
     for (const name of ['slave-1', 'slave-2']) {
       const h = lab.node(name);
       expect(h.container, name).toMatchObject({ image: IMAGE_V20, status: 'running' });
@@ -672,22 +805,19 @@ describe('failures', () => {
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
   });
 
-  it('nginx -t rejects the drain file: the previous file is back and nothing is recreated', async () => {
+  it('iptables refuses the drain rule: the batch is not touched and nothing is left drained', async () => {
     const lab = await deployedLab();
-    const path = lab.loaded.inventory.loadBalancer.configPath;
-    const before = lab.cluster.balancer.files.get(path);
+    const b = lab.cluster.balancer;
+    b.firewallFault = (op, node) => (op === 'drain' && node === 'slave-1' ? { code: 4, stderr: 'iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)\n' } : undefined);
     const mark = lastSeq(lab);
-    lab.cluster.once(
-      (e) => e.seq > mark && e.kind === 'upload' && e.host === 'balancer' && drainedIn(lab, e.content).length > 0,
-      () => lab.cluster.balancer.nginxTest.push({ code: 1, stderr: `nginx: [emerg] unexpected "}" in ${path}:12\n` }),
-    );
-    const reloads = lab.cluster.balancer.reloads;
     const r = await upgrade(lab, 'v0.9.21');
     expect(r.error).toBeInstanceOf(CliError);
-    expect((r.error as Error).message).toMatch(/^nginx -t rejected the new configuration \(the previous file is back\): nginx: \[emerg\]/);
-    expect(lab.cluster.balancer.files.get(path)).toBe(before);
-    expect(lab.cluster.balancer.reloads).toBe(reloads);
+    expect((r.error as CliError).exitCode).toBe(ExitCode.failed);
+    expect((r.error as Error).message).toMatch(/^balancer: `.*` exited with code 4: iptables v1\.8\.9 \(nf_tables\): Could not fetch rule set generation id/);
     expect(since(lab.cluster.execs(undefined, isComposeUp), mark)).toEqual([]);
+    expect(b.drainRules()).toEqual([]);
+    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
+    expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
     for (const name of NODES) expect(lab.node(name).container).toMatchObject({ image: IMAGE_V20 });
   });
 
@@ -699,7 +829,7 @@ describe('failures', () => {
     expect(r.error).toBeInstanceOf(CliError);
     expect((r.error as Error).message).toMatch(/^the migrate step failed: master failed its health gate/);
     expect((r.error as CliError).hint).toContain('nothing was upgraded');
-    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
+    expect(balancerChanges(lab, mark)).toEqual([]);
     expect(since(lab.cluster.execs(undefined, isComposeUp), mark)).toEqual([]);
     expect(lab.node('master').migrateContainer).toMatchObject({ image: IMAGE_V21 });
     for (const name of NODES) expect(lab.node(name).container).toMatchObject({ image: IMAGE_V20, status: 'running' });
@@ -721,7 +851,7 @@ describe('failures', () => {
     const r = await deploy(lab);
     expectOk(r);
     expect(since(lab.cluster.execs(undefined, isComposeUp), mark)).toEqual([]);
-    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
+    expect(balancerChanges(lab, mark)).toEqual([]);
     for (const name of NODES) {
       expect(lab.node(name).state()).toMatchObject({ image: IMAGE_V20 });
       expect(lab.node(name).releaseIds()).toHaveLength(1);
@@ -737,7 +867,7 @@ describe('failures', () => {
     expect(r.error).toBeInstanceOf(CliError);
     expect((r.error as Error).message).toMatch(/^cannot pull calciumion\/new-api:v0\.9\.21: .*manifest unknown/);
     expect((r.error as CliError).node).toBe('slave-2');
-    expect(since(lab.cluster.balancerPushes(), mark)).toEqual([]);
+    expect(balancerChanges(lab, mark)).toEqual([]);
     expect(since(lab.cluster.execs(undefined, (a) => isComposeUp(a) || a.includes('run')), mark)).toEqual([]);
   });
 
@@ -764,16 +894,19 @@ describe('failures', () => {
     expect(c.places()['slave-1']).not.toBe('in');
   });
 
-  it('a master that does not answer: the lock is taken through a slave, the pre-flight fails, nothing changes', async () => {
+  it('a master that does not answer: the first look (without the lock) fails naming it, within its deadline; no lock is taken, nothing changes', async () => {
     const lab = await deployedLab();
     const mark = lastSeq(lab);
+    const opened = lab.store.opened.length;
     lab.node('master').lose();
     const r = await upgrade(lab, 'v0.9.21');
-    expect(r.error).toBeInstanceOf(CliError);
-    expect((r.error as Error).message).toMatch(/^pre-flight failed, nothing was changed: master ssh: /);
-    expect(lab.store.opened.at(-1)).toBe('slave-1');
+    expect(r.error).toBeInstanceOf(HostUnreachableError);
+    expect((r.error as CliError).node).toBe('master');
+    expect((r.error as Error).message).toMatch(/^could not read every host, nothing was changed: master: /);
+    expect(r.at - r.startedAt, 'bounded by the look\'s deadline').toBeLessThanOrEqual(65_000);
+    expect(lab.store.opened.length, 'the lock is not taken').toBe(opened);
     expect(lab.store.peek(KEY)).toBeUndefined();
-    expect(since(lab.cluster.events, mark).filter((e) => e.kind === 'upload' || (e.kind === 'exec' && (isComposeUp(e.argv) || e.argv[1] === 'pull')))).toEqual([]);
+    expect(since(lab.cluster.events, mark).filter((e) => e.kind === 'upload' || e.kind === 'firewall' || e.kind === 'nginx' || (e.kind === 'exec' && (isComposeUp(e.argv) || e.argv[1] === 'pull')))).toEqual([]);
     expect(r.stderr).not.toContain('Where things stand');
     expect(await readFile(lab.tmp.file, 'utf8')).toContain(`image: ${IMAGE_V20}`);
   });
@@ -831,11 +964,12 @@ describe('deploy of a new image, and scale', () => {
     await lab.reload();
     const mark = lastSeq(lab);
     expectOk(await deploy(lab));
-    const pushes = since(lab.cluster.balancerPushes(), mark);
-    expect(pushes.map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
+    expect(drainTimeline(lab, mark)).toEqual([['slave-1'], [], ['slave-2'], [], ['master'], []]);
+    expect(since(lab.cluster.balancerPushes(), mark), 'the set of nodes did not change: no file').toEqual([]);
+    expect(since(lab.cluster.nginxEvents(), mark)).toEqual([]);
     const migrate = since(lab.cluster.execs('master', (a) => a.includes('run')), mark);
     expect(migrate).toHaveLength(1);
-    expect(migrate[0]!.seq).toBeLessThan(pushes[0]!.seq);
+    expect(migrate[0]!.seq).toBeLessThan(since(lab.cluster.firewallChanges(), mark)[0]!.seq);
     for (const name of NODES) expect(lab.node(name).state()).toMatchObject({ image: IMAGE_V21, operation: 'deploy' });
   });
 
@@ -870,11 +1004,20 @@ describe('deploy of a new image, and scale', () => {
     const mark = lastSeq(lab);
     const r = await lab.run((env, loaded) => runRemoveNode(env, loaded, { name: 'slave-2', purge: false }));
     expectOk(r);
+    // Drained by a rule (no file), then left out of the file (reload), and only then its rule goes.
+    const rules = since(lab.cluster.firewallChanges(), mark);
+    expect(rules.map((e) => `${e.op} ${e.node}`)).toEqual(['drain slave-2', 'undrain slave-2']);
     const pushes = since(lab.cluster.balancerPushes(), mark);
-    expect(pushes.map((p) => lab.cluster.placeIn(p.content, 'slave-2'))).toEqual(['drained', 'absent']);
+    expect(pushes.map((p) => lab.cluster.placeIn(p.content, 'slave-2'))).toEqual(['absent']);
     const down = since(lab.cluster.execs('slave-2', (a) => a.includes('down')), mark);
     expect(down).toHaveLength(1);
-    expect(down[0]!.at - pushes[0]!.at).toBeGreaterThanOrEqual(10_000);
+    expect(down[0]!.at - rules[0]!.at).toBeGreaterThanOrEqual(10_000);
+    expect(down[0]!.seq).toBeLessThan(pushes[0]!.seq);
+    const reload = since(lab.cluster.nginxEvents(), mark);
+    expect(reload.map((e) => e.op)).toEqual(['reload']);
+    expect(pushes[0]!.seq).toBeLessThan(reload[0]!.seq);
+    expect(reload[0]!.seq).toBeLessThan(rules[1]!.seq);
+    expect(lab.cluster.balancer.drainRules()).toEqual([]);
     expect(lab.node('slave-2').container).toBeUndefined();
     expect(lab.node('slave-2').state(), 'its files stay without --purge').toBeDefined();
     expect(await readFile(lab.tmp.file, 'utf8')).not.toContain('slave-2');

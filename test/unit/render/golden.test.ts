@@ -156,7 +156,7 @@ describe.each(EXAMPLES)('golden files of examples/%s', (example) => {
     const conf = files.balancer.content;
     expect(files.balancer).toMatchObject({ path: inv.loadBalancer.configPath, mode: 0o644, secret: false });
     for (const n of inv.nodes) {
-      expect(conf).toContain(`    server ${n.host}:${inv.cluster.port} weight=${n.weight} max_fails=3 fail_timeout=10s;  # ${n.name} (${n.role})\n`);
+      expect(conf).toContain(`    server ${n.host}:${inv.cluster.port} weight=${n.weight} max_fails=3 fail_timeout=2s;  # ${n.name} (${n.role})\n`);
     }
     expect(conf).toContain('    proxy_buffering off;\n');
     expect(conf).toContain('    proxy_read_timeout 600s;\n');
@@ -171,7 +171,7 @@ describe('FRONTEND_BASE_URL and the web routes', () => {
     const { files } = await renderExample('full');
     const conf = files.balancer.content;
     const web = /upstream newapi_prod_web \{\n([\s\S]*?)\n\}/.exec(conf)?.[1];
-    expect(web).toBe('    server 10.0.0.11:3000;  # master\n    keepalive 16;');
+    expect(web).toBe('    server 10.0.0.11:3000;  # master');
     expect(conf).toContain('    location ~ ^/(api|v1|v1beta|dashboard|mj|mj-fast|mj-turbo|mj-relax|suno|pg|kling|jimeng)(/|$) {\n        proxy_pass http://newapi_prod;\n    }');
     expect(conf).toContain('    location / {\n        proxy_pass http://newapi_prod_web;\n    }');
   });
@@ -191,9 +191,9 @@ describe('render options', () => {
     const files = renderCluster(inv, await loadTemplates(null, root), { drained: new Set(['slave-1']), excluded: new Set(['slave-2']) });
     const servers = files.balancer.content.split('\n').filter((l) => l.trimStart().startsWith('server 10.'));
     expect(servers).toEqual([
-      '    server 10.0.0.11:3000 weight=3 max_fails=3 fail_timeout=10s;  # master (master)',
-      '    server 10.0.0.12:3000 weight=5 max_fails=3 fail_timeout=10s down;  # slave-1 (slave), drained',
-      '    server 10.0.1.14:3000 weight=5 max_fails=3 fail_timeout=10s;  # slave-3 (slave)',
+      '    server 10.0.0.11:3000 weight=3 max_fails=3 fail_timeout=2s;  # master (master)',
+      '    server 10.0.0.12:3000 weight=5 max_fails=3 fail_timeout=2s down;  # slave-1 (slave), drained',
+      '    server 10.0.1.14:3000 weight=5 max_fails=3 fail_timeout=2s;  # slave-3 (slave)',
       '    server 10.0.0.11:3000;  # master',
     ]);
     // Node files are still rendered for every node.
@@ -203,7 +203,7 @@ describe('render options', () => {
   it('marks a drained master down in the web upstream too', async () => {
     const inv = loadExample('full');
     const files = renderCluster(inv, await loadTemplates(null, root), { drained: new Set(['master']) });
-    expect(files.balancer.content).toContain('    server 10.0.0.11:3000 weight=3 max_fails=3 fail_timeout=10s down;  # master (master), drained\n');
+    expect(files.balancer.content).toContain('    server 10.0.0.11:3000 weight=3 max_fails=3 fail_timeout=2s down;  # master (master), drained\n');
     expect(files.balancer.content).toContain('    server 10.0.0.11:3000 down;  # master\n');
   });
 
