@@ -107,11 +107,10 @@ async function nodeStatus(session: Session, node: InventoryNode, place: Balancer
   };
   const ex = session.on(node);
   try {
-    const [container, answer, stateText] = await Promise.all([
-      getContainerState(ex, containerName(inv)),
-      getStatus(ex, inv.cluster.port, 3000),
-      ex.readFile(statePaths(inv.cluster.dir).state),
-    ]);
+    const [container, stateText] = await Promise.all([getContainerState(ex, containerName(inv)), ex.readFile(statePaths(inv.cluster.dir).state)]);
+    // Asked once the connection is up: its 3 s are the server's, not the SSH handshake's (a
+    // hundred handshakes at once can take longer than that).
+    const answer = await getStatus(ex, inv.cluster.port, 3000);
     const state = parseState(stateText?.toString('utf8'));
     return {
       ...base,
