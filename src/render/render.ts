@@ -138,15 +138,28 @@ export function envValue(
   );
 }
 
+/** Compiled templates by their text: a run renders the same few templates many times. */
+const compiled = new Map<string, Handlebars.TemplateDelegate>();
+
 function compile(sources: TemplateSources, name: TemplateName): Handlebars.TemplateDelegate {
+  const text = sources[name];
+  let template = compiled.get(text);
+  if (!template) {
+    template = compileNew(text, name);
+    compiled.set(text, template);
+  }
+  return template;
+}
+
+function compileNew(text: string, name: TemplateName): Handlebars.TemplateDelegate {
   const hb = Handlebars.create();
   hb.registerHelper('yaml', (v: unknown) => JSON.stringify(String(v)));
   hb.registerHelper('env', (v: unknown) => envValue(v));
   try {
     // compile() is lazy: parse now, so a syntax error is reported as one (not as a render failure).
-    hb.parse(sources[name]);
+    const ast = hb.parse(text);
     // noEscape: these are config files, not HTML; every value is quoted by a helper or validated.
-    return hb.compile(sources[name], { noEscape: true, strict: true });
+    return hb.compile(ast, { noEscape: true, strict: true });
   } catch (e) {
     throw new InputError(`templates: ${name} does not compile: ${(e as Error).message}`, 'fix the template or remove the override');
   }
