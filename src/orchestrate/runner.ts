@@ -88,19 +88,21 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
 
     // Under the lock the hosts are read again (another operator may have changed them since the
     // look), and only what the plan will rely on is checked: the nodes it (re)starts — Docker,
-    // compose, disk, database and Redis from each — and the balancer.
-    let locked: Plan | undefined;
-    await progress.step('Read the hosts again under the lock', async () => {
-      locked = await spec.plan(session, QUIET, b);
-    });
-    plan = locked!;
+    // compose, disk, database and Redis from each — and the balancer. Both only read, so the
+    // checks of what the look found run while the hosts are read again; a node the second read
+    // adds is checked after it.
+    const restartingIn = (p: Plan) => p.work.filter((w) => w.plan.restart).map((w) => w.plan.node);
+    const checked = [...new Set([...restartingIn(look), ...(spec.alsoCheck?.(session) ?? [])])];
+    const reread = spec.plan(session, QUIET, b);
+    reread.catch(() => undefined);
+    if (checked.length > 0 || b.enabled) await preflight(session, progress, checked);
+    plan = await reread;
     if (plan.steps.length === 0) {
       printNothingToDo(env, plan, (session.clock.now() - started) / 1000, true);
       return state;
     }
-    const restarting = plan.work.filter((w) => w.plan.restart).map((w) => w.plan.node);
-    const nodes = [...new Set([...restarting, ...(spec.alsoCheck?.(session) ?? [])])];
-    if (nodes.length > 0 || b.enabled) await preflight(session, progress, nodes);
+    const unchecked = restartingIn(plan).filter((n) => !checked.includes(n));
+    if (unchecked.length > 0) await preflight(session, progress, unchecked);
     for (const w of plan.warnings) progress.info(`! ${w}`);
 
     const cx = { session, progress, balancer: b, state, stop, templates: spec.templates };

@@ -129,7 +129,10 @@ export function rolloutSteps(input: RolloutInput): Step[] {
   if (unrecorded.length > 0) steps.push({ kind: 'record', work: unrecorded });
   if (input.inventory) steps.push({ kind: 'inventory', ...input.inventory });
   if (input.balancer) steps.push({ kind: 'balancer' });
-  if (input.prune && restarting.length > 0) steps.push({ kind: 'prune', nodes: restarting.map((w) => w.plan.node) });
+  // A node deployed for the first time has no older release of ours to prune (and any image it
+  // had before is not ours to remove).
+  const prunable = restarting.filter((w) => !w.plan.firstDeploy);
+  if (input.prune && prunable.length > 0) steps.push({ kind: 'prune', nodes: prunable.map((w) => w.plan.node) });
   return steps;
 }
 

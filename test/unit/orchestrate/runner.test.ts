@@ -770,6 +770,32 @@ describe('releases', () => {
   });
 });
 
+describe('the look and the lock', () => {
+  it('under the lock the hosts are read again: a node changed since the look restarts too, and is checked before it does', async () => {
+    const lab = await deployedLab();
+    const c = lab.cluster;
+    c.host('slave-1').files.delete(envFile(lab));
+    // Another hand changes slave-2 between the look (without the lock) and the lock.
+    const acquire = lab.store.acquireNow.bind(lab.store);
+    vi.spyOn(lab.store, 'acquireNow').mockImplementation((key, value, ttl) => {
+      c.host('slave-2').files.delete(envFile(lab));
+      return acquire(key, value, ttl);
+    });
+    const mark = lastSeq(lab);
+    expectOk(await deploy(lab));
+    const isDiskCheck = (a: string[]) => a.join(' ').includes('df -Pk');
+    for (const node of ['slave-1', 'slave-2']) {
+      const up = since(c.execs(node, isComposeStartingUp), mark);
+      expect(up, `${node} is recreated`).toHaveLength(1);
+      const checked = since(c.execs(node, isDiskCheck), mark);
+      expect(checked.length, `${node} is checked`).toBeGreaterThan(0);
+      expect(checked[0]!.seq, `${node} is checked before it restarts`).toBeLessThan(up[0]!.seq);
+      expect(c.host(node).files.has(envFile(lab)), `${node} has its .env again`).toBe(true);
+    }
+    expect(since(c.execs('master', isComposeStartingUp), mark), 'the master is left alone').toHaveLength(0);
+  });
+});
+
 describe('failures', () => {
   it('first deploy: a slave that never becomes healthy is stopped and left out; the others serve', async () => {
     const lab = await newLab();
