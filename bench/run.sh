@@ -9,3 +9,8 @@ npx tsx bench/render.ts
 bash test/lab/lab.sh up
 npx tsx bench/deploy.ts
 npx tsx bench/upgrade.ts
+npx tsx bench/faults.ts
+npx tsx bench/backup.ts
+npx tsx bench/edge.ts
+npx tsx bench/compare.ts
+npx tsx bench/scale.ts
