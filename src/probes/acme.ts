@@ -637,7 +637,10 @@ async function send<C extends AxiosishConfig>(scope: HttpScope, config: C): Prom
 }
 
 function request(scope: HttpScope, url: URL, method: string, headers: Record<string, string>, body: Buffer | undefined): Promise<RawAnswer> {
-  const timeoutMs = Math.max(1, Math.min(REQUEST_TIMEOUT_MS, scope.deadline - Date.now()));
+  const timeoutMs = REQUEST_TIMEOUT_MS;
+  // When the whole issuance's deadline comes first, it ends this request (scope.signal): one
+  // timer, so the error always says which bound was hit.
+  const ownTimer = scope.deadline - Date.now() > REQUEST_TIMEOUT_MS;
   return new Promise<RawAnswer>((resolve, reject) => {
     const secure = url.protocol === 'https:';
     const req = (secure ? https : http).request(url, { method, headers, agent: secure ? scope.httpsAgent : scope.httpAgent });
@@ -653,11 +656,13 @@ function request(scope: HttpScope, url: URL, method: string, headers: Record<str
       req.destroy();
       finish(() => reject(abortReason(scope.signal)));
     };
-    const timer = setTimeout(() => {
-      const err: NodeJS.ErrnoException = new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`);
-      err.code = 'REQUEST_TIMEOUT';
-      req.destroy(err);
-    }, timeoutMs);
+    const timer = ownTimer
+      ? setTimeout(() => {
+          const err: NodeJS.ErrnoException = new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`);
+          err.code = 'REQUEST_TIMEOUT';
+          req.destroy(err);
+        }, timeoutMs)
+      : undefined;
     scope.signal.addEventListener('abort', onAbort, { once: true });
     req.on('error', (e) => finish(() => reject(e)));
     req.on('response', (res) => {
