@@ -8,7 +8,6 @@
  */
 import { CliError, ExitCode, HostUnreachableError, InterruptedError, LockLostError, errorMessage } from '../errors.js';
 import type { LoadedInventory } from '../inventory/load.js';
-import type { InventoryNode } from '../inventory/schema.js';
 import { changesHosts, type Plan } from '../plan/steps.js';
 import { mapLimit } from '../remote/limit.js';
 import type { TemplateSources } from '../render/templates.js';
@@ -36,8 +35,6 @@ export interface OperationSpec {
   command: string;
   dryRun: boolean;
   templates: TemplateSources;
-  /** Nodes checked before anything changes besides those the plan restarts (which always are). */
-  alsoCheck?: (session: Session) => InventoryNode[];
   /** Read-only: gather facts from the hosts and build the plan. */
   plan: (session: Session, progress: Progress, balancer: Balancer) => Promise<Plan>;
 }
@@ -92,7 +89,7 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
     // checks of what the look found run while the hosts are read again; a node the second read
     // adds is checked after it.
     const restartingIn = (p: Plan) => p.work.filter((w) => w.plan.restart).map((w) => w.plan.node);
-    const checked = [...new Set([...restartingIn(look), ...(spec.alsoCheck?.(session) ?? [])])];
+    const checked = restartingIn(look);
     const reread = spec.plan(session, QUIET, b);
     reread.catch(() => undefined);
     if (checked.length > 0 || b.enabled) await preflight(session, progress, checked);
