@@ -96,7 +96,7 @@ async function main(): Promise<void> {
   );
 
   const bin = join(root, 'bin/newapi-cluster.js');
-  if (!existsSync(join(root, 'dist/cli/main.js'))) {
+  if (!existsSync(join(root, 'dist/cli.js'))) {
     console.log('render --out: skipped, dist/ is missing (run npm run build first)');
     return;
   }

@@ -19,32 +19,33 @@ export interface Dialer {
 }
 
 export async function openRedisVia(ex: Executor, url: RedisUrl, timeoutMs = 5000): Promise<{ redis: Redis } & Closable> {
-  const { tunnelServer } = await import('../remote/ssh.js');
-  const { Redis } = await import('ioredis');
+  const { openOnTunnel, tunnelServer } = await import('../remote/ssh.js');
+  // .default: the package is CommonJS, and a bundled dynamic import of it has only a default export.
+  const { Redis } = (await import('ioredis')).default;
   const tunnel = await tunnelServer(ex, url.host, url.port);
-  const redis = new Redis({
-    host: '127.0.0.1',
-    port: tunnel.port,
-    ...(url.username ? { username: url.username } : {}),
-    ...(url.password ? { password: url.password } : {}),
-    db: url.db,
-    ...(url.tls ? { tls: { servername: url.host } } : {}),
-    lazyConnect: true,
-    connectTimeout: timeoutMs,
-    commandTimeout: timeoutMs,
-    maxRetriesPerRequest: 0,
-    enableOfflineQueue: false,
-    retryStrategy: () => null,
+  const redis = await openOnTunnel(tunnel, async (port) => {
+    const client = new Redis({
+      host: '127.0.0.1',
+      port,
+      ...(url.username ? { username: url.username } : {}),
+      ...(url.password ? { password: url.password } : {}),
+      db: url.db,
+      ...(url.tls ? { tls: { servername: url.host } } : {}),
+      lazyConnect: true,
+      connectTimeout: timeoutMs,
+      commandTimeout: timeoutMs,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    // ioredis reports connection errors as events too; the awaited command carries them.
+    client.on('error', () => undefined);
+    await client.connect().catch((e: unknown) => {
+      client.disconnect();
+      throw e;
+    });
+    return client;
   });
-  // ioredis reports connection errors as events too; the awaited command carries them.
-  redis.on('error', () => undefined);
-  try {
-    await redis.connect();
-  } catch (e) {
-    redis.disconnect();
-    await tunnel.close();
-    throw e;
-  }
   return {
     redis,
     close: async () => {
@@ -55,28 +56,26 @@ export async function openRedisVia(ex: Executor, url: RedisUrl, timeoutMs = 5000
 }
 
 export async function openMysqlVia(ex: Executor, dsn: DatabaseDsn, timeoutMs = 5000): Promise<{ db: Connection } & Closable> {
-  const { tunnelServer } = await import('../remote/ssh.js');
-  const mysql = await import('mysql2/promise');
+  const { openOnTunnel, tunnelServer } = await import('../remote/ssh.js');
+  // .default: the package is CommonJS, and a bundled dynamic import of it has only a default export.
+  const mysql = (await import('mysql2/promise')).default;
   const tunnel = await tunnelServer(ex, dsn.host, dsn.port);
-  try {
-    const db = await mysql.createConnection({
+  const db = await openOnTunnel(tunnel, (port) =>
+    mysql.createConnection({
       host: '127.0.0.1',
-      port: tunnel.port,
+      port,
       user: dsn.user,
       password: dsn.password,
       database: dsn.database,
       connectTimeout: timeoutMs,
-    });
-    db.on('error', () => undefined);
-    return {
-      db,
-      close: async () => {
-        await db.end().catch(() => db.destroy());
-        await tunnel.close();
-      },
-    };
-  } catch (e) {
-    await tunnel.close();
-    throw e;
-  }
+    }),
+  );
+  db.on('error', () => undefined);
+  return {
+    db,
+    close: async () => {
+      await db.end().catch(() => db.destroy());
+      await tunnel.close();
+    },
+  };
 }

@@ -942,7 +942,8 @@ function ident(name: string): string {
 }
 
 async function mysqlConnect(t: DbTarget): Promise<import('mysql2/promise').Connection> {
-  const mysql = await import('mysql2/promise');
+  // .default: the package is CommonJS, and a bundled dynamic import of it has only a default export.
+  const mysql = (await import('mysql2/promise')).default;
   try {
     const tls = mysqlTls(t);
     const db = await mysql.createConnection({

@@ -34,33 +34,34 @@ const COMMAND_TIMEOUT_MS = 3_000;
 const tombstoneKey = (key: string) => `${key}:revoked`;
 
 export async function openRedisLockStore(ex: Executor, url: RedisUrl, timeoutMs = 5_000): Promise<LockStore> {
-  const { tunnelServer } = await import('../remote/ssh.js');
-  const { Redis } = await import('ioredis');
+  const { openOnTunnel, tunnelServer } = await import('../remote/ssh.js');
+  // .default: the package is CommonJS, and a bundled dynamic import of it has only a default export.
+  const { Redis } = (await import('ioredis')).default;
   const tunnel = await tunnelServer(ex, url.host, url.port);
-  const redis = new Redis({
-    host: '127.0.0.1',
-    port: tunnel.port,
-    ...(url.username ? { username: url.username } : {}),
-    ...(url.password ? { password: url.password } : {}),
-    db: url.db,
-    ...(url.tls ? { tls: { servername: url.host } } : {}),
-    lazyConnect: true,
-    connectTimeout: timeoutMs,
-    commandTimeout: COMMAND_TIMEOUT_MS,
-    // A dropped tunnel or a restarted Redis is reconnected (a new tunnel connection each time);
-    // meanwhile commands fail at once rather than queue, and the lock decides what to do.
-    maxRetriesPerRequest: 0,
-    enableOfflineQueue: false,
-    retryStrategy: (times: number) => Math.min(100 * times, 1_000),
+  const redis = await openOnTunnel(tunnel, async (port) => {
+    const client = new Redis({
+      host: '127.0.0.1',
+      port,
+      ...(url.username ? { username: url.username } : {}),
+      ...(url.password ? { password: url.password } : {}),
+      db: url.db,
+      ...(url.tls ? { tls: { servername: url.host } } : {}),
+      lazyConnect: true,
+      connectTimeout: timeoutMs,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      // A dropped tunnel or a restarted Redis is reconnected (a new tunnel connection each time);
+      // meanwhile commands fail at once rather than queue, and the lock decides what to do.
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: (times: number) => Math.min(100 * times, 1_000),
+    });
+    client.on('error', () => undefined);
+    await client.connect().catch((e: unknown) => {
+      client.disconnect();
+      throw e;
+    });
+    return client;
   });
-  redis.on('error', () => undefined);
-  try {
-    await redis.connect();
-  } catch (e) {
-    redis.disconnect();
-    await tunnel.close();
-    throw e;
-  }
   const text = (v: unknown) => (v === null || v === undefined ? undefined : String(v));
   return {
     where: ex.target.label,

@@ -985,6 +985,19 @@ export interface TunnelServer {
 }
 
 /**
+ * Opens a client on a tunnel; when that throws (a constructor, a refused login), the tunnel is
+ * closed before the error goes on, because a listener left open keeps the process alive.
+ */
+export async function openOnTunnel<T>(tunnel: TunnelServer, open: (port: number) => Promise<T>): Promise<T> {
+  try {
+    return await open(tunnel.port);
+  } catch (e) {
+    await tunnel.close();
+    throw e;
+  }
+}
+
+/**
  * A local listener on 127.0.0.1 whose every connection is forwarded to host:port as seen from the
  * executor's host, so ordinary clients (mysql2, ioredis, http) can test services only the nodes reach.
  */

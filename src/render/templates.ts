@@ -4,8 +4,8 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { InputError } from '../errors.js';
+import { PACKAGE_ROOT } from '../package-root.js';
 
 export const TEMPLATE_FILES = {
   compose: 'docker-compose.yml.hbs',
@@ -17,8 +17,7 @@ export const TEMPLATE_FILES = {
 export type TemplateName = keyof typeof TEMPLATE_FILES;
 export type TemplateSources = Record<TemplateName, string>;
 
-/** dist/render and src/render are both two levels below the package root. */
-export const BUNDLED_TEMPLATES_DIR = fileURLToPath(new URL('../../templates/', import.meta.url));
+export const BUNDLED_TEMPLATES_DIR = join(PACKAGE_ROOT, 'templates');
 
 export async function loadTemplates(overrideDir: string | null, inventoryDir: string): Promise<TemplateSources> {
   const dir = overrideDir === null ? undefined : isAbsolute(overrideDir) ? overrideDir : resolve(inventoryDir, overrideDir);
