@@ -384,6 +384,10 @@ export class SshPool {
       client.once('close', () => fail(new Error('the server closed the connection during the handshake')));
       try {
         client.connect(config);
+        // Every exec is a few small packets each way: with Nagle's algorithm each waits for the
+        // other side's delayed ACK (~40 ms per round trip here). Through a jump host the stream
+        // is a channel of its connection, which has this set already.
+        client.setNoDelay(true);
       } catch (err) {
         fail(err);
       }
