@@ -71,6 +71,37 @@ export function parseKnownHosts(text: string): KnownHostsEntry[] {
   return entries;
 }
 
+/**
+ * A parsed file, indexed by the host names its lines list plainly, so a run that connects to a
+ * hundred hosts does not scan every line for each of them. Hashed, wildcard and negated fields
+ * are still tested one by one (a hash can only be checked against a given name).
+ */
+export class KnownHostsIndex {
+  private readonly byName = new Map<string, KnownHostsEntry[]>();
+  private readonly patterned: KnownHostsEntry[] = [];
+
+  constructor(readonly entries: readonly KnownHostsEntry[]) {
+    for (const entry of entries) {
+      if (entry.hosts.startsWith('|') || /[*?!]/.test(entry.hosts)) {
+        this.patterned.push(entry);
+        continue;
+      }
+      for (const name of new Set(entry.hosts.toLowerCase().split(',').filter((n) => n !== ''))) {
+        const list = this.byName.get(name);
+        if (list) list.push(entry);
+        else this.byName.set(name, [entry]);
+      }
+    }
+  }
+
+  /** The entries whose host field names this host, in file order (what checkHostKey and knownKeyTypes need to see). */
+  forHost(host: string, port: number): KnownHostsEntry[] {
+    const plain = this.byName.get(knownHostName(host, port)) ?? [];
+    const matched = this.patterned.filter((e) => entryMatchesHost(e, host, port));
+    return matched.length === 0 ? plain : [...plain, ...matched].sort((a, b) => a.line - b.line);
+  }
+}
+
 /** Does the entry's host field name this host? Handles hashed fields, wildcards and `!negation`. */
 export function entryMatchesHost(entry: KnownHostsEntry, host: string, port: number): boolean {
   const name = knownHostName(host, port);

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +11,7 @@ import {
   fingerprint,
   keyTypeOfBlob,
   knownHostName,
+  KnownHostsIndex,
   knownKeyTypes,
   parseKnownHosts,
   verifyHostKey,
@@ -91,6 +93,34 @@ describe('host matching', () => {
   it('names non-22 ports as OpenSSH does', () => {
     expect(knownHostName('Web1', 22)).toBe('web1');
     expect(knownHostName('web1', 2222)).toBe('[web1]:2222');
+  });
+});
+
+describe('KnownHostsIndex', () => {
+  // Every host field of the matching table above, hashed lines and duplicates among them, on
+  // lines of one file: the index must find exactly what testing each line finds, in file order.
+  const fields = [
+    'web1,10.0.0.11', 'WEB1', '[web1]:2222', '[web1]:22', '*.example.com', '10.0.0.?', '*.example.com,!bad.example.com',
+    '[*.example.com]:2222', 'web1,web1', 'api.example.com', '|1|invalid|hash', '',
+  ];
+  const hashed = (name: string) => {
+    const salt = Buffer.from('0123456789abcdefghij');
+    return `|1|${salt.toString('base64')}|${createHmac('sha1', salt).update(name).digest('base64')}`;
+  };
+  const text = [...fields.map((f) => `${f || 'x'} ssh-ed25519 AAAA`), `${hashed('web1')} ssh-ed25519 BBBB`, `${hashed('[db]:2222')} ssh-rsa CCCC`, `@revoked web1 ssh-ed25519 DDDD`].join('\n');
+  const entries = parseKnownHosts(text);
+  const index = new KnownHostsIndex(entries);
+
+  it.each([
+    ['web1', 22], ['WEB1', 22], ['web1', 2222], ['10.0.0.11', 22], ['10.0.0.5', 22], ['api.example.com', 22], ['bad.example.com', 22],
+    ['good.example.com', 22], ['api.example.com', 2222], ['db', 2222], ['db', 22], ['nowhere', 22],
+  ] as const)('finds for %s:%i what line-by-line matching finds', (host, port) => {
+    const expected = entries.filter((e) => entryMatchesHost(e, host, port)).map((e) => e.line);
+    expect(index.forHost(host, port).map((e) => e.line)).toEqual(expected);
+  });
+
+  it('finds plain names without testing other lines', () => {
+    expect(index.forHost('web1', 22).map((e) => e.key)).toEqual(['AAAA', 'AAAA', 'AAAA', 'BBBB', 'DDDD']);
   });
 });
 
