@@ -37,8 +37,11 @@ export interface LockStore {
   close(): Promise<void>;
 }
 
-/** Opens a store, trying the nodes in order; `avoid` names nodes that just failed (tried last). */
-export type LockStoreOpener = (avoid?: ReadonlySet<string>) => Promise<LockStore>;
+/**
+ * Opens a store, trying the nodes in order; `avoid` names nodes that just failed (tried last).
+ * `stop` is given only while taking the lock: a stop signal then ends the search.
+ */
+export type LockStoreOpener = (avoid?: ReadonlySet<string>, stop?: AbortSignal) => Promise<LockStore>;
 
 export const LOCK_TTL_MS = 30_000;
 export const LOCK_RENEW_MS = 10_000;
@@ -76,6 +79,8 @@ export interface LockOptions {
   clock: Clock;
   /** Said once when something noteworthy happens (retaken after a Redis restart, a renewal failed). */
   note?: (text: string) => void;
+  /** Ends the search for a reachable Redis while the lock is being taken (Ctrl-C before any change). */
+  stop?: AbortSignal;
 }
 
 export class ClusterLock {
@@ -98,7 +103,7 @@ export class ClusterLock {
   }
 
   static async acquire(opts: LockOptions): Promise<ClusterLock> {
-    const store = await opts.open();
+    const store = await opts.open(undefined, opts.stop);
     const holder: LockHolder = { id: randomUUID(), operator: opts.operator, command: opts.command, pid: process.pid, since: new Date(opts.clock.now()).toISOString() };
     const value = JSON.stringify(holder);
     let taken: boolean;

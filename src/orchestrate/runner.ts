@@ -66,7 +66,8 @@ export async function runOperation(env: RunEnv, loaded: LoadedInventory, spec: O
     }
     await progress.step(`Take the lock on cluster ${session.project}`, async () => {
       lock = await ClusterLock.acquire({
-        open: (avoid) => session.openLockStore(avoid),
+        open: (avoid, signal) => session.openLockStore(avoid, signal),
+        stop,
         cluster: session.project,
         operator: session.operator,
         command: spec.command,

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { hostname, userInfo } from 'node:os';
 import { dirname } from 'node:path';
-import { CliError } from '../errors.js';
+import { CliError, InterruptedError, errorMessage } from '../errors.js';
 import type { RedisUrl } from '../inventory/dsn.js';
 import { balancerHosts, type LoadedInventory } from '../inventory/load.js';
 import type { Inventory, InventoryNode, SshOverrides } from '../inventory/schema.js';
@@ -35,6 +35,10 @@ export interface BalancerHost {
 /** Once a run is stopping, new remote calls get these deadlines: a vanished host costs seconds, not minutes. */
 export const STOPPING_OP_TIMEOUT_MS = 3_000;
 export const STOPPING_EXEC_TIMEOUT_MS = 30_000;
+
+/** Nodes tried for the lock's Redis per attempt, and the time they get together (each connect is bounded at 5 s). */
+export const LOCK_STORE_TRIES = 3;
+export const LOCK_STORE_BUDGET_MS = 12_000;
 
 /** The seams a session is built from. */
 export interface SessionDeps {
@@ -147,21 +151,29 @@ export class Session {
     return this.balancers()[0]?.ex;
   }
 
-  /** The lock's store, through the first node that reaches Redis: master first, then the slaves; `avoid` last. */
-  async openLockStore(avoid: ReadonlySet<string> = new Set()): Promise<LockStore> {
+  /**
+   * The lock's store, through the first node that reaches Redis: master first, then the slaves;
+   * `avoid` last. At most LOCK_STORE_TRIES nodes within LOCK_STORE_BUDGET_MS: when Redis is down,
+   * every node fails alike, and a hundred nodes tried one after another would take minutes. With
+   * `stop` (taking the lock, before anything changed), a stop signal ends the search after the node in hand.
+   */
+  async openLockStore(avoid: ReadonlySet<string> = new Set(), stop?: AbortSignal): Promise<LockStore> {
     const { parseRedisUrl } = await import('../inventory/dsn.js');
     const url = parseRedisUrl(this.inv.redis.url);
     const nodes = [this.master, ...this.slaves];
-    const ordered = [...nodes.filter((n) => !avoid.has(n.name)), ...nodes.filter((n) => avoid.has(n.name))];
-    let lastError: unknown;
+    const ordered = [...nodes.filter((n) => !avoid.has(n.name)), ...nodes.filter((n) => avoid.has(n.name))].slice(0, LOCK_STORE_TRIES);
+    const deadline = this.clock.now() + LOCK_STORE_BUDGET_MS;
+    const failures: string[] = [];
     for (const node of ordered) {
+      if (failures.length > 0 && stop?.aborted) throw new InterruptedError(`interrupted (${this.env.signals.received ?? 'SIGINT'}) before the lock was taken`, this.env.signals.received ?? 'SIGINT');
+      if (failures.length > 0 && this.clock.now() >= deadline) break;
       try {
         return await this.deps.openLockStore(this.on(node), url);
       } catch (e) {
-        lastError = e;
+        failures.push(`${node.name}: ${errorMessage(e).replace(/\.$/, '')}`);
       }
     }
-    throw new CliError(`cannot reach Redis through any node for the cluster lock: ${lastError instanceof Error ? lastError.message : String(lastError)}`, {
+    throw new CliError(`cannot reach Redis for the cluster lock (tried ${failures.join('; ')})`, {
       hint: 'run newapi-cluster check to see which node cannot reach Redis',
     });
   }
