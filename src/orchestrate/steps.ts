@@ -79,7 +79,7 @@ export async function runStep(cx: StepContext, step: Step): Promise<void> {
       return backupBeforeMigrate(cx, step.image);
     case 'migrate':
       cx.state.changed = true;
-      return cx.progress.step(`Run the ${parseImageRef(step.image).tag ?? step.image} migrations once on ${cx.session.master.name}`, (report) => runMigrations(cx.session, step.files, step.image, report));
+      return cx.progress.step(`Run the ${tagOf(step.image)} migrations once on ${cx.session.master.name}`, (report) => runMigrations(cx.session, step.files, step.image, report));
     case 'start':
       return startNodes(cx, step.first, step.rest, step.admit);
     case 'batch':
@@ -124,6 +124,8 @@ function unreachable(step: never): never {
 }
 
 const names = (work: readonly NodeWork[]) => work.map((w) => w.plan.node.name).join(', ');
+/** Titles name the version; the repository is the inventory's (and the messages name the whole image). */
+const tagOf = (image: string) => parseImageRef(image).tag ?? image;
 
 function setOutcome(cx: StepContext, node: InventoryNode, action: NodeAction, image: string | undefined, detail: string): void {
   cx.state.outcomes.set(node.name, { node: node.name, action, image, detail });
@@ -169,14 +171,51 @@ async function ensureImages(cx: StepContext, work: NodeWork[]): Promise<void> {
 async function startNodes(cx: StepContext, first: NodeWork[], rest: NodeWork[], admit: boolean): Promise<void> {
   const { session, progress, state } = cx;
   state.changed = true;
-  const start = (w: NodeWork, prepared: () => boolean) => ({
-    title: `Start ${w.plan.node.name} on ${w.plan.image}`,
+  // New API migrates on the master at start-up, before it listens (issue #4144): the other nodes
+  // are prepared meanwhile (image, files, container created) and start the moment the master
+  // passes its health gate, while it is still being recorded and put in the balancer.
+  let firstHealthy = (): void => undefined;
+  let firstFailed = (_e: unknown): void => undefined;
+  const firstUp =
+    first.length === 0
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          let pending = first.length;
+          firstHealthy = () => {
+            if (--pending === 0) resolve();
+          };
+          firstFailed = reject;
+        });
+  firstUp.catch(() => undefined);
+
+  const start = (w: NodeWork, role: 'first' | 'rest') => ({
+    title: `Start ${w.plan.node.name} on ${tagOf(w.plan.image)}${role === 'rest' && first.length > 0 ? ` once ${names(first)} is healthy` : ''}`,
     run: async (report: (t: string) => void) => {
       const node = w.plan.node;
+      const prepared = role === 'rest' && first.length > 0;
+      if (prepared) {
+        // Preparing changes nothing that serves; a failure here is the node's own (below).
+        try {
+          if (w.plan.pullImage) report(await ensureImage(session, node, w.plan.image, report));
+          await ensureLayout(session, node);
+          await writeNodeFiles(session, w.plan);
+          await composeCreate(session, node);
+        } catch (e) {
+          state.excluded.add(node.name);
+          setOutcome(cx, node, e instanceof HostUnreachableError ? 'lost' : 'failed', w.facts.container.image, errorMessage(e));
+          throw e;
+        }
+        report(`prepared; waiting for ${names(first)} to pass its health gate`);
+        await firstUp.catch((e: unknown) => {
+          throw new CliError(`not started: ${names(first)} did not start (${errorMessage(e)})`, { node: node.name });
+        });
+        if (cx.stop.aborted) throw new InterruptedError('stopped before starting it');
+      }
       try {
         await runHook(session, 'beforeUpgrade', node, w.plan.image, report);
-        if (!prepared() && w.plan.pullImage) report(await ensureImage(session, node, w.plan.image, report));
-        await replaceNode(session, w, report, prepared());
+        if (!prepared && w.plan.pullImage) report(await ensureImage(session, node, w.plan.image, report));
+        await replaceNode(session, w, report, prepared);
+        if (role === 'first') firstHealthy();
         await runHook(session, 'afterUpgrade', node, w.plan.image, report);
         await recordState(session, w.files, w.plan.image, w.facts, state.operation);
         setOutcome(cx, node, 'started', w.plan.image, w.plan.reasons.join(', '));
@@ -190,6 +229,7 @@ async function startNodes(cx: StepContext, first: NodeWork[], rest: NodeWork[], 
           (state.ready ??= new Set()).add(node.name);
         }
       } catch (e) {
+        if (role === 'first') firstFailed(e);
         state.excluded.add(node.name);
         setOutcome(cx, node, e instanceof HostUnreachableError ? 'lost' : 'failed', w.facts.container.image, errorMessage(e));
         // A node that never served is stopped again rather than left crash-looping (its host permitting).
@@ -198,31 +238,19 @@ async function startNodes(cx: StepContext, first: NodeWork[], rest: NodeWork[], 
       }
     },
   });
-  const concurrency = session.inv.rollout.maxParallel;
-  const prepared = new Set<NodeWork>();
   for (const w of [...first, ...rest]) state.excluded.add(w.plan.node.name);
-  if (first.length > 0) {
-    await progress.phase(
-      `Start ${names(first)} first${rest.length ? '; prepare the others' : ''}`,
-      [
-        ...first.map((w) => start(w, () => false)),
-        ...rest.map((w) => ({
-          title: `Prepare ${w.plan.node.name}: image, files and container, not started`,
-          run: async (report: (t: string) => void) => {
-            if (w.plan.pullImage) report(await ensureImage(session, w.plan.node, w.plan.image, report));
-            await ensureLayout(session, w.plan.node);
-            await writeNodeFiles(session, w.plan);
-            await composeCreate(session, w.plan.node);
-            prepared.add(w);
-          },
-        })),
-      ],
-      { concurrency: Math.max(concurrency, first.length + 1) },
-    );
-  }
-  if (rest.length === 0) return;
-  if (cx.stop.aborted) throw new InterruptedError('stopped before starting the other nodes');
-  await progress.phase(rest.length === 1 ? `Start ${rest[0]!.plan.node.name}` : `Start ${rest.length} nodes`, rest.map((w) => start(w, () => prepared.has(w))), { concurrency });
+  const title =
+    first.length === 0
+      ? rest.length === 1
+        ? `Start ${rest[0]!.plan.node.name}`
+        : `Start ${rest.length} nodes`
+      : rest.length === 0
+        ? `Start ${names(first)}`
+        : `Start ${names(first)}; prepare the others and start them once it is healthy`;
+  // The nodes started first always run, beside up to maxParallel of the others.
+  await progress.phase(title, [...first.map((w) => start(w, 'first')), ...rest.map((w) => start(w, 'rest'))], {
+    concurrency: Math.max(session.inv.rollout.maxParallel, first.length + 1),
+  });
 }
 
 /** Files, container, health gate. */
@@ -288,7 +316,7 @@ async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
     .phase(
       `Replace ${label}`,
       batch.map((w) => ({
-        title: `Recreate ${w.plan.node.name} on ${w.plan.image}`,
+        title: `Recreate ${w.plan.node.name} on ${tagOf(w.plan.image)}`,
         run: async (report) => {
           try {
             await replaceNode(session, w, report);
@@ -530,7 +558,7 @@ async function backupBeforeMigrate(cx: StepContext, image: string): Promise<void
   const b = await runBackup(cx.session.env, cx.session.loaded, { noLogs: false, automatic: true, session: cx.session });
   const shown = relative(process.cwd(), b.path) || b.path;
   cx.state.backup = shown;
-  cx.state.notes.push(`database backup taken before the ${parseImageRef(image).tag ?? image} migrations: ${shown} (to return to it: newapi-cluster restore ${shown})`);
+  cx.state.notes.push(`database backup taken before the ${tagOf(image)} migrations: ${shown} (to return to it: newapi-cluster restore ${shown})`);
 }
 
 /** Maintenance: the balancer answers 503 with a JSON body; off: every started node goes back in. */

@@ -114,7 +114,7 @@ function onComposeUp(lab: Lab, node: string, mark: number, fn: (e: FakeEvent) =>
 }
 
 describe('deploy', () => {
-  it('first deploy: the master starts alone, the slaves are prepared meanwhile and started after its gate', async () => {
+  it('first deploy: the master starts alone, the slaves are prepared meanwhile and started the moment it passes its gate', async () => {
     const lab = await newLab();
     const r = await deploy(lab);
     expectOk(r);
@@ -127,15 +127,21 @@ describe('deploy', () => {
 
     const masterUp = c.execs('master', isComposeStartingUp);
     expect(masterUp).toHaveLength(1);
-    const masterPassed = c.events.find((e) => e.host === 'master' && isUploadOf(lab.node('master').paths.state)(e))!;
-    expect(masterPassed).toBeDefined();
+    // The master's gate: its last health probe (through its SSH connection, to its published port).
+    const masterProbes = c.events.filter((e) => e.host === 'master' && e.kind === 'tunnel' && e.to.endsWith(`:${lab.loaded.inventory.cluster.port}`));
+    expect(masterProbes.length).toBeGreaterThan(0);
+    const masterGated = masterProbes.at(-1)!;
+    const masterRecorded = c.events.find((e) => e.host === 'master' && isUploadOf(lab.node('master').paths.state)(e))!;
+    expect(masterRecorded).toBeDefined();
     for (const slave of ['slave-1', 'slave-2']) {
       const prepared = c.execs(slave, (a) => isComposeUp(a) && a.includes('--no-start'));
       expect(prepared, `${slave} is prepared once`).toHaveLength(1);
-      // Prepared (created, not started) while the master starts and is gated; started only once it passed.
-      expect(prepared[0]!.seq).toBeLessThan(masterPassed.seq);
+      // Prepared (created, not started) while the master starts and is gated; started once it
+      // passed, without waiting for the master to be recorded and put in the balancer.
+      expect(prepared[0]!.seq).toBeLessThan(masterGated.seq);
       const started = starts.find((s) => s.host === slave)!;
-      expect(started.seq).toBeGreaterThan(masterPassed.seq);
+      expect(started.seq).toBeGreaterThan(masterGated.seq);
+      expect(started.seq).toBeLessThan(masterRecorded.seq);
       expect(c.execs(slave, isComposeStartingUp), `${slave} is started with docker start, not compose up`).toHaveLength(0);
       expect(c.execs(slave, (a) => a.join(' ') === 'docker start prod-new-api')).toHaveLength(1);
     }
@@ -809,6 +815,24 @@ describe('failures', () => {
     expect(lab.node('slave-2').state()).toBeUndefined();
     expect(lab.node('slave-1').state()).toMatchObject({ image: IMAGE_V20 });
     expect(r.stderr).toMatch(/slave-2\s+\S+\s+OUT\s+failed: /);
+    expect(lab.store.peek(KEY)).toBeUndefined();
+  });
+
+  it('first deploy: a master that never becomes healthy: the prepared slaves are never started, and the report says so', async () => {
+    const lab = await newLab();
+    lab.node('master').unhealthy.add(IMAGE_V20);
+    const r = await deploy(lab);
+    expect(r.error).toBeInstanceOf(CliError);
+    expect((r.error as CliError).exitCode).toBe(ExitCode.failed);
+    expect((r.error as Error).message).toMatch(/^master failed its health gate: not healthy after 30 s/);
+    expect(lab.cluster.containerStarts().map((s) => s.host)).toEqual(['master']);
+    for (const name of ['slave-1', 'slave-2']) {
+      expect(lab.node(name).container, `${name} is prepared, never started`).toMatchObject({ status: 'created' });
+      expect(lab.node(name).state()).toBeUndefined();
+    }
+    expect(lab.cluster.places()).toEqual({ master: 'absent', 'slave-1': 'absent', 'slave-2': 'absent' });
+    expect(r.stderr).toMatch(/slave-1 +\S+ +OUT +not reached/);
+    expect(r.stderr).toMatch(/Start slave-1 on \S+ once master is healthy: not started: master did not start/);
     expect(lab.store.peek(KEY)).toBeUndefined();
   });
 
