@@ -43,7 +43,7 @@ async function scenario(name: string, body: (run: ReturnType<typeof startCli>) =
   const row: Row = { scenario: name, seconds: [], codes: [], failed: 0, sent: 0 };
   for (let i = 0; i < ROUNDS; i++) {
     const load = new LoadGenerator({ host: LB, port: 80, workers: 6, maxDurationMs: 180_000, maxRequests: 50_000, pauseMs: 50 });
-    const run = startCli(['upgrade', '--rolling', '--allow-downgrade', '--to', nextVersion(), inventory], { timeoutMs: 150_000 });
+    const run = startCli(['upgrade', '--verbose', '--rolling', '--allow-downgrade', '--to', nextVersion(), inventory], { timeoutMs: 150_000 });
     try {
       row.seconds.push(await body(run));
       row.codes.push((await run.result).code);

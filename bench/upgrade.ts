@@ -14,7 +14,8 @@ if (deploy.code !== 0) throw new Error(`deploy failed:\n${deploy.stderr}`);
 
 const load = new LoadGenerator({ host: LB, port: 80, workers: 6, maxDurationMs: 240_000, maxRequests: 50_000, pauseMs: 50 });
 const t0 = performance.now();
-const r = await cli(['upgrade', '--rolling', '--to', 'v0.9.21', inventory]);
+// --verbose: every task's start line is printed when it starts (the drain's is read below).
+const r = await cli(['upgrade', '--verbose', '--rolling', '--to', 'v0.9.21', inventory]);
 const elapsed = (performance.now() - t0) / 1000;
 const report = await load.stop();
 if (r.code !== 0) throw new Error(`upgrade failed:\n${r.stderr}`);

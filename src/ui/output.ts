@@ -56,10 +56,10 @@ export class Output {
     this.stderr.write(`${this.redact(text)}\n`);
   }
 
-  /** A progress line for non-terminal output: timestamped. */
-  log(text: string): void {
+  /** A progress line for non-terminal output: timestamped (with when it happened, if that was earlier). */
+  log(text: string, at: Date = new Date()): void {
     if (this.json) return;
-    const stamp = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+    const stamp = at.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
     this.note(`${stamp} ${text}`);
   }
 

@@ -39,9 +39,16 @@ export async function makeProgress(ctx: ProgressEnv): Promise<Progress> {
   return new PlainProgress(ctx);
 }
 
+/** How long a plain-text task may stay silent before its start line is printed, or hold back its latest message. */
+export const QUIET_MS = 2_000;
+
 /**
- * Lines for CI logs: one when a task starts, one when what it says changes (a message repeated
- * is printed once, the end line gives the time; with --verbose, every one), one when it ends.
+ * Lines for CI logs, about one per thing that happened. A task prints what it says when it says
+ * something new (a message repeated is printed once); its last message goes on its end line, with
+ * the time it took, when the task ends within QUIET_MS of it. Its start line ("title …") is
+ * printed only when it has said nothing for QUIET_MS, so a task that finishes quickly is one line.
+ * A message held back that long is printed then, with the time it was said. --verbose prints
+ * every start, every message (repeats included) and every end at once.
  */
 class PlainProgress implements Progress {
   constructor(private readonly ctx: ProgressEnv) {}
@@ -52,20 +59,48 @@ class PlainProgress implements Progress {
 
   async step(title: string, run: PhaseTask['run']): Promise<void> {
     const { out, style } = this.ctx;
-    out.log(`${title} …`);
-    const started = Date.now();
+    const started = new Date();
+    const seconds = () => `${((Date.now() - started.getTime()) / 1000).toFixed(1)} s`;
     let last: string | undefined;
+    let held: { text: string; at: Date } | undefined;
+    let spoken = false;
+    let timer: NodeJS.Timeout | undefined;
+    const flush = () => {
+      if (held) out.log(`  ${title}: ${held.text}`, held.at);
+      held = undefined;
+    };
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (held) flush();
+        else if (!spoken) out.log(`${title} …`, started);
+        spoken = true;
+      }, QUIET_MS);
+      timer.unref();
+    };
+    if (out.verbose) out.log(`${title} …`);
+    else arm();
     try {
       await run((text) => {
-        if (text === last && !out.verbose) return;
+        if (out.verbose) {
+          out.log(`  ${title}: ${text}`);
+          return;
+        }
+        if (text === last) return;
         last = text;
-        out.log(`  ${title}: ${text}`);
+        flush();
+        held = { text, at: new Date() };
+        spoken = true;
+        arm();
       });
     } catch (e) {
+      clearTimeout(timer);
+      flush();
       out.log(`${style.red('✖')} ${title}: ${e instanceof Error ? e.message : String(e)}`);
       throw e;
     }
-    out.log(`${style.green('✔')} ${title} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    clearTimeout(timer);
+    out.log(`${style.green('✔')} ${title}${held ? `: ${held.text}` : ''} (${seconds()})`);
   }
 
   async phase(title: string, tasks: PhaseTask[], opts: PhaseOptions = {}): Promise<void> {

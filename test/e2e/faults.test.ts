@@ -44,7 +44,9 @@ describe('faults during an upgrade under load', () => {
   // The cluster alternates between two versions, one upgrade per test (the downgrade half of it
   // is allowed on purpose: what is tested is the fault, not the version order).
   const flip = () => (readFileSync(inventory, 'utf8').includes(':v0.9.21') ? 'v0.9.22' : 'v0.9.21');
-  const upgrade = (timeoutMs: number) => startCli(['upgrade', '--rolling', '--allow-downgrade', '--to', flip(), inventory], { timeoutMs });
+  // --verbose: each task's start line is printed the moment it starts (plain output holds back
+  // the start line of a task that ends quickly), so a fault lands exactly where a test means it.
+  const upgrade = (timeoutMs: number) => startCli(['upgrade', '--verbose', '--rolling', '--allow-downgrade', '--to', flip(), inventory], { timeoutMs });
 
   beforeAll(async () => {
     await resetLab();
@@ -117,12 +119,12 @@ describe('faults during an upgrade under load', () => {
   it('the lock force-released and taken by a second operator mid-upgrade: the first stops (exit 3), the second completes', { timeout: 200_000 }, async () => {
     load = startLoad();
     const to = flip();
-    const first = startCli(['upgrade', '--rolling', '--allow-downgrade', '--to', to, inventory], { timeoutMs: 150_000 });
+    const first = startCli(['upgrade', '--verbose', '--rolling', '--allow-downgrade', '--to', to, inventory], { timeoutMs: 150_000 });
     await waitFor(first.output, /Recreate slave-1 on/, 90_000);
     const broken = await cli(['lock', 'release', '--force', inventory], { timeoutMs: 30_000 });
     expect(broken.code, broken.stderr).toBe(0);
     expect(broken.stdout).toMatch(/^released the lock of \S+ \(pid \d+\) running "upgrade --rolling --to/m);
-    const second = startCli(['upgrade', '--rolling', '--allow-downgrade', '--to', to, inventory], { timeoutMs: 150_000 });
+    const second = startCli(['upgrade', '--verbose', '--rolling', '--allow-downgrade', '--to', to, inventory], { timeoutMs: 150_000 });
     const [a, b] = await Promise.all([first.result, second.result]);
     const report = await load.stop();
     expect(a.code, a.stderr).toBe(3);
