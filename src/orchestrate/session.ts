@@ -155,7 +155,7 @@ export class Session {
    * The lock's store, through the first node that reaches Redis: master first, then the slaves;
    * `avoid` last. At most LOCK_STORE_TRIES nodes within LOCK_STORE_BUDGET_MS: when Redis is down,
    * every node fails alike, and a hundred nodes tried one after another would take minutes. With
-   * `stop` (taking the lock, before anything changed), a stop signal ends the search after the node in hand.
+   * `stop` (taking the lock, before anything changed), a stop signal ends the search before the next node.
    */
   async openLockStore(avoid: ReadonlySet<string> = new Set(), stop?: AbortSignal): Promise<LockStore> {
     const { parseRedisUrl } = await import('../inventory/dsn.js');
@@ -165,7 +165,7 @@ export class Session {
     const deadline = this.clock.now() + LOCK_STORE_BUDGET_MS;
     const failures: string[] = [];
     for (const node of ordered) {
-      if (failures.length > 0 && stop?.aborted) throw new InterruptedError(`interrupted (${this.env.signals.received ?? 'SIGINT'}) before the lock was taken`, this.env.signals.received ?? 'SIGINT');
+      if (stop?.aborted) throw new InterruptedError(`interrupted (${this.env.signals.received ?? 'SIGINT'}) before the lock was taken`, this.env.signals.received ?? 'SIGINT');
       if (failures.length > 0 && this.clock.now() >= deadline) break;
       try {
         return await this.deps.openLockStore(this.on(node), url);

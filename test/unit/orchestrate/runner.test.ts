@@ -13,7 +13,7 @@ import { UNDRAIN_SETTLE_MS } from '../../../src/orchestrate/balancer.js';
 import { runDeploy } from '../../../src/orchestrate/deploy.js';
 import { runAddNode, runRemoveNode } from '../../../src/orchestrate/scale.js';
 import { lockKey } from '../../../src/orchestrate/lock.js';
-import { STOPPING_EXEC_TIMEOUT_MS } from '../../../src/orchestrate/session.js';
+import { LOCK_STORE_BUDGET_MS, LOCK_STORE_TRIES, STOPPING_EXEC_TIMEOUT_MS } from '../../../src/orchestrate/session.js';
 import { runRollback, runUpgrade } from '../../../src/orchestrate/upgrade.js';
 import { IMAGE_V20, IMAGE_V21, IMAGE_V22, isComposeStartingUp, isComposeUp, Lab, type FakeEvent, type LabOptions, type RunOutcome, type TestEnv } from '../../support/fake-cluster.js';
 
@@ -492,6 +492,70 @@ describe('the lock during a run', () => {
     expect(lab.cluster.places()).toMatchObject({ 'slave-1': 'in', 'slave-2': 'in' });
     expect(lab.cluster.places().master).not.toBe('in');
     expect(lab.store.peek(KEY), 'released through slave-1').toBeUndefined();
+  });
+
+  it('Redis unreachable from every node: the lock is looked for on LOCK_STORE_TRIES nodes, nothing changes, exit 1', async () => {
+    const lab = await newLab({ inventory: (raw) => void raw.nodes.push({ name: 'slave-3', host: '10.0.0.14' }, { name: 'slave-4', host: '10.0.0.15' }) });
+    lab.store.down();
+    const r = await deploy(lab);
+    expect(r.error).toBeInstanceOf(CliError);
+    expect((r.error as CliError).exitCode).toBe(ExitCode.failed);
+    expect((r.error as Error).message).toBe(
+      `cannot reach Redis for the cluster lock (tried ${['master', 'slave-1', 'slave-2'].map((n) => `${n}: connect ECONNREFUSED 10.0.0.6:6379`).join('; ')})`,
+    );
+    expect(LOCK_STORE_TRIES).toBe(3);
+    const redisTunnels = lab.cluster.events.filter((e) => e.kind === 'tunnel' && e.to.endsWith(':6379'));
+    expect(redisTunnels.map((e) => e.host)).toEqual(['master', 'slave-1', 'slave-2']);
+    expect(lab.cluster.events.filter((e) => e.kind === 'upload' || (e.kind === 'exec' && (e.argv[1] === 'pull' || isComposeUp(e.argv))))).toEqual([]);
+  });
+
+  it('finding the lock\'s Redis is bounded in time, and a stop signal ends it after the node in hand', async () => {
+    const lab = await newLab({ inventory: (raw) => void raw.nodes.push({ name: 'slave-3', host: '10.0.0.14' }) });
+    const tried: string[] = [];
+    let firstTry = 0;
+    // Each node's connect takes 7 s and fails (a Redis that drops packets).
+    const slow = (t: TestEnv) => {
+      t.env.deps!.openLockStore = async (ex) => {
+        if (tried.length === 0) firstTry = lab.clock.now();
+        tried.push(ex.target.label);
+        await lab.clock.sleep(7_000);
+        throw new Error('connect ETIMEDOUT');
+      };
+      return t;
+    };
+    const r = await deploy(lab, slow(lab.env()));
+    expect((r.error as Error).message).toMatch(/^cannot reach Redis for the cluster lock \(tried master: connect ETIMEDOUT; slave-1: connect ETIMEDOUT\)$/);
+    expect(tried).toEqual(['master', 'slave-1']);
+    expect(r.at - firstTry).toBeGreaterThanOrEqual(LOCK_STORE_BUDGET_MS);
+    expect(r.at - firstTry).toBeLessThan(LOCK_STORE_BUDGET_MS + 7_000);
+
+    tried.length = 0;
+    const t = slow(lab.env());
+    let stopAt = 0;
+    const opener = t.env.deps!.openLockStore!;
+    t.env.deps!.openLockStore = (ex, url) => {
+      if (tried.length === 0) void lab.clock.sleep(2_000).then(() => ((stopAt = lab.clock.now()), t.stop('SIGTERM')));
+      return opener(ex, url);
+    };
+    const s = await deploy(lab, t);
+    expect(s.error).toBeInstanceOf(InterruptedError);
+    expect((s.error as CliError).exitCode).toBe(ExitCode.terminated);
+    expect(tried).toEqual(['master']);
+    expect(stopAt).toBeGreaterThan(0);
+    expect(s.at - stopAt, 'ends when the node in hand has answered').toBeLessThanOrEqual(5_500);
+  });
+
+  it('a stop signal before the lock is taken: no Redis is even tried', async () => {
+    const lab = await newLab();
+    const t = lab.env();
+    const tried: string[] = [];
+    const opener = t.env.deps!.openLockStore!;
+    t.env.deps!.openLockStore = (ex, url) => (tried.push(ex.target.label), opener(ex, url));
+    t.stop('SIGINT');
+    const r = await deploy(lab, t);
+    expect(r.error).toBeInstanceOf(InterruptedError);
+    expect((r.error as CliError).exitCode).toBe(ExitCode.interrupted);
+    expect(tried).toEqual([]);
   });
 
   it('Redis down for less than the TTL: the run waits and goes on', async () => {
