@@ -24,11 +24,10 @@ describe('deploy to the lab', () => {
     const r = await cli(['deploy', inventory]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/deployed: 3 nodes changed, 0 unchanged, balancer reloaded/);
-    // The master starts alone, before any slave (it runs the migrations).
-    const masterStarted = r.stderr.indexOf('Start master on');
-    const slaveStarted = r.stderr.indexOf('Start slave-1 on');
-    expect(masterStarted).toBeGreaterThan(-1);
-    expect(slaveStarted).toBeGreaterThan(masterStarted);
+    // The master starts alone, before any slave (it runs the migrations): as the engines saw it.
+    const started = await startTimes(CLUSTER_HOSTS);
+    for (const slave of ['n2', 'n3'] as const) expect(Date.parse(started[slave]!), `${slave} started after the master`).toBeGreaterThan(Date.parse(started.n1!));
+    expect(r.stderr).toMatch(/Start slave-1 on v0\.9\.20 once master is healthy: starting the prepared container/);
 
     const hits = await hitBalancer(30);
     expect(hits.statuses.every((s) => s === 200)).toBe(true);
