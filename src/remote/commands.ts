@@ -101,6 +101,27 @@ export const nginx = {
 };
 
 /**
+ * Shell fragments that both a single command and a one-round-trip facts script run, so that the
+ * two always test the same thing the same way.
+ */
+const SH = {
+  /** Succeeds when iptables is installed and may be used here. */
+  iptablesUsable: 'command -v iptables >/dev/null 2>&1 && iptables -w -S OUTPUT >/dev/null 2>&1',
+  /** Sets `st` to keepalived's state: missing, running or stopped. */
+  keepalivedState:
+    'if ! command -v keepalived >/dev/null 2>&1; then st=missing; elif [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then st=running; else st=stopped; fi',
+  /** Sets `dev` to the interface that routes to address `$1`, and `own` to that interface's first address of family `$2` (inet, inet6), with its prefix. */
+  routeTo: (address: string, family: string) =>
+    [
+      `dev=$(ip -o route get "${address}" 2>/dev/null | awk '{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }')`,
+      `own=$([ -n "$dev" ] && ip -o addr show dev "$dev" 2>/dev/null | awk -v fam="${family}" '$3 == fam { print $4; exit }')`,
+    ].join('; '),
+};
+
+/** The address family `ip` names an address by. */
+const familyOf = (address: string) => (address.includes(':') ? 'inet6' : 'inet');
+
+/**
  * The drain of a node: the balancer host refuses its own nginx's NEW connections to the node
  * (a reset, at once), so nginx moves each request to the next node before sending a byte, while
  * requests and streams already under way finish. No nginx reload, so no client connection of the
@@ -108,7 +129,7 @@ export const nginx = {
  */
 export const firewall = {
   /** Prints `ok` when iptables can be used here (installed, and allowed). */
-  probe: (): Argv => ['sh', '-c', 'command -v iptables >/dev/null 2>&1 && iptables -w -S OUTPUT >/dev/null 2>&1 && echo ok; exit 0'],
+  probe: (): Argv => ['sh', '-c', `${SH.iptablesUsable} && echo ok; exit 0`],
   rule: (cluster: string, node: string, address: string, port: number): string[] => [
     'OUTPUT',
     '-p',
@@ -159,11 +180,7 @@ export function drainedNodes(listing: string, cluster: string): Set<string> {
 
 export const keepalived = {
   /** Prints `missing`, `running` or `stopped`. */
-  state: (): Argv => [
-    'sh',
-    '-c',
-    'if ! command -v keepalived >/dev/null 2>&1; then echo missing; elif [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then echo running; else echo stopped; fi',
-  ],
+  state: (): Argv => ['sh', '-c', `${SH.keepalivedState}; echo "$st"`],
   /** Starts it (systemd when the host has it), or makes a running one re-read its configuration. */
   startOrReload: (): Argv => [
     'sh',
@@ -171,19 +188,7 @@ export const keepalived = {
     'if [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then kill -HUP "$(cat /run/keepalived.pid)" && echo reloaded; elif [ -d /run/systemd/system ]; then systemctl restart keepalived && echo started; else keepalived -f /etc/keepalived/keepalived.conf -p /run/keepalived.pid -r /run/keepalived_vrrp.pid && echo started; fi',
   ],
   /** The interface that routes to an address, then the prefix length and the address of that interface's own address. */
-  routeTo: (address: string): Argv => [
-    'sh',
-    '-c',
-    [
-      'dev=$(ip -o route get "$1" 2>/dev/null | awk \'{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }\')',
-      '[ -n "$dev" ] || exit 3',
-      'own=$(ip -o addr show dev "$dev" | awk -v fam="$2" \'$3 == fam { print $4; exit }\')',
-      'echo "$dev ${own#*/} ${own%/*}"',
-    ].join('; '),
-    'sh',
-    address,
-    address.includes(':') ? 'inet6' : 'inet',
-  ],
+  routeTo: (address: string): Argv => ['sh', '-c', `${SH.routeTo('$1', '$2')}; [ -n "$dev" ] || exit 3; echo "$dev \${own#*/} \${own%/*}"`, 'sh', address, familyOf(address)],
   /** Prints the interface holding the address, or nothing. */
   holds: (address: string): Argv => ['sh', '-c', 'ip -o addr show 2>/dev/null | awk -v a="$1" \'{ split($4, p, "/"); if (p[1] == a) { print $2; exit } }\'', 'sh', address],
 };
@@ -240,12 +245,11 @@ export const files = {
     [
       'sum() { if [ -s "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo none; fi; }',
       'if [ -f "$1" ]; then printf "file "; base64 -w0 < "$1"; echo; else echo "file -"; fi',
-      'if command -v iptables >/dev/null 2>&1 && iptables -w -S OUTPUT >/dev/null 2>&1; then printf "firewall "; { iptables -w -S OUTPUT; command -v ip6tables >/dev/null 2>&1 && ip6tables -w -S OUTPUT 2>/dev/null; } | base64 -w0; echo; else echo "firewall -"; fi',
+      `if ${SH.iptablesUsable}; then printf "firewall "; { iptables -w -S OUTPUT; command -v ip6tables >/dev/null 2>&1 && ip6tables -w -S OUTPUT 2>/dev/null; } | base64 -w0; echo; else echo "firewall -"; fi`,
       'printf "tls "; echo "$(sum "$2") $(sum "$3")" | base64 -w0; echo',
       '[ -n "$4" ] || exit 0',
-      'if ! command -v keepalived >/dev/null 2>&1; then st=missing; elif [ -s /run/keepalived.pid ] && kill -0 "$(cat /run/keepalived.pid)" 2>/dev/null; then st=running; else st=stopped; fi',
-      'dev=$(ip -o route get "$6" 2>/dev/null | awk \'{ for (i = 1; i < NF; i++) if ($i == "dev") { print $(i + 1); exit } }\')',
-      'own=$(ip -o addr show dev "$dev" 2>/dev/null | awk \'$3 == "inet" || $3 == "inet6" { print $4; exit }\')',
+      SH.keepalivedState,
+      SH.routeTo('$6', '$7'),
       'printf "vrrp "; echo "$st $(sum "$4") $(sum "$5") ${dev:--} ${own#*/} ${own%/*}" | base64 -w0; echo',
     ].join('; '),
     'sh',
@@ -255,6 +259,7 @@ export const files = {
     vrrp?.config ?? '',
     vrrp?.script ?? '',
     vrrp?.vip ?? '',
+    vrrp ? familyOf(vrrp.vip) : '',
   ],
   /** Every release's id and release.json: `=== ID` then the file. */
   listReleases: (releasesDir: string): Argv => [

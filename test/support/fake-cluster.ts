@@ -1319,8 +1319,8 @@ export class FakeHost {
         // certificate and the key (`none`: absent or empty); with a vip: keepalived's state, the
         // sums of its configuration and check script, the interface routing to the vip and that
         // interface's own address.
-        const [config, cert, key, kaConf, kaScript, vip] = p as [string, string, string, string, string, string];
-        if (p.length !== 6) return undefined;
+        const [config, cert, key, kaConf, kaScript, vip, family] = p as [string, string, string, string, string, string, string];
+        if (p.length !== 7 || (kaConf !== '' && family !== (vip.includes(':') ? 'inet6' : 'inet'))) return undefined;
         const b64 = (text: string) => Buffer.from(text).toString('base64');
         const sum = (path: string) => {
           const text = this.files.get(path);
