@@ -1648,7 +1648,12 @@ export class Lab {
   /** Runs `fn` with a fresh environment, driving the manual clock until it settles. */
   async run<T>(fn: (env: RunEnv, loaded: LoadedInventory) => Promise<T>, t: TestEnv = this.env()): Promise<RunOutcome<T>> {
     const startedAt = this.clock.now();
-    const settled = await drive(this.clock, this.cluster, fn(t.env, this.loaded));
+    const settled = await drive(this.clock, this.cluster, fn(t.env, this.loaded)).catch((e: unknown) => {
+      // A run that never ends: say where it stood, so that a rare hang can be read from one failure.
+      const tail = (text: string) => text.trimEnd().split('\n').slice(-25).join('\n');
+      const events = this.cluster.events.slice(-15).map((e) => JSON.stringify(e).slice(0, 200)).join('\n');
+      throw new Error(`${(e as Error).message}\n--- its output, last lines:\n${tail(t.stderr())}\n--- the last fake events:\n${events}`, { cause: e });
+    });
     return { ...settled, stdout: t.stdout(), stderr: t.stderr(), startedAt, t };
   }
 
