@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start-up cost of the CLI, measured against bare `node -e 0` on the same machine so the figure
-# travels between machines: `--help` should cost at most 3× an empty node process (heavy
-# libraries are imported inside each command's action), and `validate` shows the cost of loading
+# travels between machines: `--help` should cost at most 2× an empty node process (the CLI is one
+# bundle, and heavy libraries are loaded inside each command's action), and `validate` shows the cost of loading
 # the inventory, zod and yaml. Needs hyperfine; local only, no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +13,10 @@ fi
 
 npm run --silent build
 
-# Obviously fake values: validate only parses them, nothing connects anywhere.
-export SQL_DSN='bench:fake-bench-password@tcp(127.0.0.1:3306)/bench'
-export REDIS_CONN_STRING='redis://default:fake-bench-password@127.0.0.1:6379/0'
+# Obviously fake values: validate only parses them, nothing connects anywhere (not loopback,
+# which validate refuses for a database the nodes' containers must reach).
+export SQL_DSN='bench:fake-bench-password@tcp(10.0.0.5:3306)/bench'
+export REDIS_CONN_STRING='redis://default:fake-bench-password@10.0.0.6:6379/0'
 export SESSION_SECRET='fake-bench-session-secret-0123456789abcdefghij'
 export CRYPTO_SECRET='fake-bench-crypto-secret-0123456789abcdefghijk'
 
@@ -45,6 +46,6 @@ for (const r of results) {
 }
 const help = byName['--help'].mean / base;
 const validate = byName['validate'].mean / base;
-console.log(`ratio --help / node -e 0:   ${help.toFixed(2)}× (target ≤ 3×: ${help <= 3 ? 'met' : 'NOT met'})`);
+console.log(`ratio --help / node -e 0:   ${help.toFixed(2)}× (target ≤ 2×: ${help <= 2 ? 'met' : 'NOT met'})`);
 console.log(`ratio validate / node -e 0: ${validate.toFixed(2)}×`);
 EOF
