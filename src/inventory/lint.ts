@@ -128,6 +128,10 @@ export function lintInventory(doc: unknown, fromVariables: ReadonlySet<string>):
   if (drain < interval) {
     out.push(error('rollout/drainSeconds', `${drain} is below cluster.batchUpdate.interval (${interval})`, 'a node keeps unsaved quota in memory for one batch interval: drain at least that long'));
   }
+  const drainTimeout = num(rollout.drainTimeoutSeconds, 120);
+  if (drainTimeout < drain) {
+    out.push(error('rollout/drainTimeoutSeconds', `${drainTimeout} is below rollout.drainSeconds (${drain})`, 'the longest wait for requests in flight includes the shortest drain: e.g. drainSeconds 10, drainTimeoutSeconds 120'));
+  }
 
   // A gate that must hold longer than it may wait can never pass.
   const minReady = num(rollout.minReadySeconds, 5);

@@ -193,6 +193,7 @@ export const rolloutSchema = z
       })
       .default(1),
     drainSeconds: nonNegativeInt('seconds').default(10),
+    drainTimeoutSeconds: nonNegativeInt('seconds').default(120),
     healthTimeoutSeconds: positiveInt('seconds').default(120),
     minReadySeconds: nonNegativeInt('seconds').default(5),
     migrateFirst: z.boolean().default(true),

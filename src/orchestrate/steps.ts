@@ -17,7 +17,7 @@ import { parseState, sha256, statePaths } from '../plan/state.js';
 import type { Step } from '../plan/steps.js';
 import { compose, docker, files } from '../remote/commands.js';
 import { mapLimit } from '../remote/limit.js';
-import { containerName } from '../render/render.js';
+import { CONTAINER_PORT, containerName } from '../render/render.js';
 import type { TemplateSources } from '../render/templates.js';
 import type { Progress } from '../ui/progress.js';
 import type { Balancer } from './balancer.js';
@@ -267,6 +267,40 @@ async function replaceNode(session: Session, w: NodeWork, report: (t: string) =>
   await waitHealthy(session, w.plan.node, { image: w.plan.image, report });
 }
 
+/** How often a drained node is asked whether requests are still in flight on it. */
+export const IN_FLIGHT_POLL_MS = 250;
+
+/**
+ * After drainSeconds, a node drained from the managed balancers may still be answering requests it
+ * took before: New API has no graceful shutdown, and an SSE stream of a chat completion can last
+ * minutes. So the drain goes on until no connection to the server's port is established on any of
+ * the nodes (nginx keeps none idle to them), at most until rollout.drainTimeoutSeconds after it
+ * began. A node that cannot be asked (a host that stopped answering) counts as having none: the
+ * step that follows finds out what is wrong with it. (With loadBalancer.type none, whatever balances
+ * may hold idle connections open, so there drainSeconds alone is waited.)
+ */
+async function waitInFlight(session: Session, nodes: InventoryNode[], drainedAt: number, report: (text: string) => void, signal: AbortSignal): Promise<void> {
+  const deadline = drainedAt + session.inv.rollout.drainTimeoutSeconds * 1000;
+  const command = docker.inFlight(containerName(session.inv), CONTAINER_PORT);
+  for (;;) {
+    const counts = await Promise.all(
+      nodes.map(async (n) => {
+        const r = await session.on(n).exec(command, { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
+        const count = Number(r?.stdout.trim());
+        return Number.isInteger(count) && count > 0 ? count : 0;
+      }),
+    );
+    const busy = nodes.map((n, i) => `${counts[i]} on ${n.name}`).filter((_, i) => counts[i]! > 0);
+    if (busy.length === 0) return;
+    if (session.clock.now() >= deadline) {
+      report(`requests still in flight after ${session.inv.rollout.drainTimeoutSeconds} s (rollout.drainTimeoutSeconds): ${busy.join(', ')}; going on`);
+      return;
+    }
+    report(`waiting for requests in flight: ${busy.join(', ')}`);
+    await session.clock.sleep(IN_FLIGHT_POLL_MS, signal);
+  }
+}
+
 async function stopContainer(session: Session, node: InventoryNode): Promise<void> {
   const flavor = await session.composeFlavor(node);
   await session.on(node).exec(compose.down(flavor, session.project, session.inv.cluster.dir), { allowFailure: true, timeoutMs: 120_000 });
@@ -292,9 +326,12 @@ async function rollBatch(cx: StepContext, batch: NodeWork[]): Promise<void> {
     balancer.set(nodes.map((n) => n.name), 'drained');
     state.changed = true;
     await balancer.apply();
+    const drainedAt = session.clock.now();
     report(`waiting ${drainSeconds} s for in-flight requests`);
     try {
-      await session.clock.sleep(drainSeconds * 1000, AbortSignal.any([cx.stop, session.aborted]));
+      const signal = AbortSignal.any([cx.stop, session.aborted]);
+      await session.clock.sleep(drainSeconds * 1000, signal);
+      await waitInFlight(session, nodes, drainedAt, report, signal);
     } catch {
       // Stopped while nothing but the balancer changed: undoing is putting the batch back.
       stoppedWhileDraining = true;
@@ -506,8 +543,10 @@ async function removeNode(cx: StepContext, node: InventoryNode, purge: boolean):
     if (!balancer.enabled) return report('no balancer managed: take the node out by hand');
     balancer.set([node.name], 'drained');
     await balancer.apply();
+    const drainedAt = session.clock.now();
     report(`waiting ${inv.rollout.drainSeconds} s for in-flight requests`);
     await session.clock.sleep(inv.rollout.drainSeconds * 1000, session.aborted);
+    await waitInFlight(session, [node], drainedAt, report, session.aborted);
   });
   setOutcome(cx, node, 'drained', undefined, 'drained, still running');
   const ex = session.on(node);

@@ -31,6 +31,23 @@ export const docker = {
   removeImages: (...refs: string[]): Argv => ['docker', 'image', 'rm', ...refs],
   /** Names of containers publishing a host port. */
   publishing: (port: number): Argv => ['docker', 'ps', '--all', '--filter', `publish=${port}`, '--format', '{{.Names}}'],
+  /**
+   * Connections established to the server's port inside the container's network namespace
+   * (requests in flight, SSE streams; read from /proc, so it holds with or without docker-proxy);
+   * `0` when the container does not run, `-` when it cannot be told.
+   */
+  inFlight: (container: string, port: number): Argv => [
+    'sh',
+    '-c',
+    [
+      'pid=$(docker inspect --format "{{.State.Pid}}" "$1" 2>/dev/null) || { echo -; exit 0; }',
+      '[ "$pid" -gt 0 ] 2>/dev/null || { echo 0; exit 0; }',
+      'cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null | awk -v p="$(printf \':%04X\' "$2")" \'$4 == "01" && substr($2, length($2) - 4) == p { n++ } END { print n + 0 }\'',
+    ].join('; '),
+    'sh',
+    container,
+    String(port),
+  ],
 };
 
 export const compose = {

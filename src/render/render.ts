@@ -54,6 +54,9 @@ export function tlsPaths(inv: Inventory): { dir: string; certificate: string; ke
  * so when that is set only these may go to slaves; a prefix missing here only means its
  * requests are all served by the master.
  */
+/** The port New API listens on inside its container (PORT); cluster.port publishes it. */
+export const CONTAINER_PORT = 3000;
+
 export const API_PREFIXES = ['api', 'v1', 'v1beta', 'dashboard', 'mj', 'mj-fast', 'mj-turbo', 'mj-relax', 'suno', 'pg', 'kling', 'jimeng'];
 
 export function containerName(inv: Inventory): string {
@@ -192,7 +195,7 @@ export function renderCluster(inv: Inventory, sources: TemplateSources, opts: Re
       isSlave: node.role === 'slave',
       image: opts.imageOf?.(node) ?? inv.cluster.image,
       containerName: containerName(inv),
-      publish: `${inv.cluster.port}:3000`,
+      publish: `${inv.cluster.port}:${CONTAINER_PORT}`,
       extraEnv,
     };
     return {

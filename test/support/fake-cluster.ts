@@ -45,7 +45,7 @@ import type { Dialer } from '../../src/probes/clients.js';
 import { fakeProbeClients } from './fake-probes.js';
 import { parseState, statePaths, type NodeState } from '../../src/plan/state.js';
 import { commandFailedError } from '../../src/remote/command-error.js';
-import { compose, files as fileCmds, firewall as fwCmds, keepalived as kaCmds, nginx as nginxCmds } from '../../src/remote/commands.js';
+import { compose, docker as dockerCmds, files as fileCmds, firewall as fwCmds, keepalived as kaCmds, nginx as nginxCmds } from '../../src/remote/commands.js';
 import { abortReason } from '../../src/remote/deadline.js';
 import { toCommandLine } from '../../src/remote/quote.js';
 import type { Argv, ExecOptions, ExecResult, Executor, OpOptions, SshTarget } from '../../src/remote/types.js';
@@ -589,6 +589,7 @@ const SCRIPTS = {
   kaStartOrReload: kaCmds.startOrReload()[2],
   kaRouteTo: kaCmds.routeTo('10.0.0.1')[2],
   kaHolds: kaCmds.holds('10.0.0.1')[2],
+  inFlight: dockerCmds.inFlight('c', 1)[2],
 };
 /** Scripts run with no arguments of their own (`sh -c SCRIPT`). */
 const BARE_SCRIPTS = new Set([SCRIPTS.detect, SCRIPTS.fwProbe, SCRIPTS.reloadOrStart, SCRIPTS.kaState, SCRIPTS.kaStartOrReload]);
@@ -622,6 +623,8 @@ export class FakeHost {
   dropWhen: ((argv: readonly string[]) => boolean) | undefined;
   /** Images whose containers answer 503 on this host (a node-specific fault: its .env, its network). */
   readonly unhealthy = new Set<string>();
+  /** Connections established to its running container's port (requests in flight), as docker.inFlight counts them. */
+  inFlight: () => number = () => 0;
   /** Each file's mode, as the last upload set it. */
   readonly modes = new Map<string, number>();
   /** Folders made with `mkdir -m`: their mode. */
@@ -1352,6 +1355,11 @@ export class FakeHost {
         if (p.length !== 2 || family !== (address?.includes(':') ? 'inet6' : 'inet')) return undefined;
         // `ip route get` names the interface of the host's own network; anything else goes via a gateway we do not model.
         return sameNetwork(address!, this.address, this.network.prefix) ? { stdout: `${this.network.dev} ${this.network.prefix} ${this.address}\n` } : { code: 3 };
+      }
+      case SCRIPTS.inFlight: {
+        const [name, port] = p;
+        if (p.length !== 2 || port !== '3000') return undefined;
+        return { stdout: `${this.containers.get(name!)?.status === 'running' ? this.inFlight() : 0}\n` };
       }
       case SCRIPTS.kaHolds: {
         const [address] = p;

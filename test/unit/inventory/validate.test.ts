@@ -190,6 +190,11 @@ const badCases: BadCase[] = [
     },
     problems: [E('rollout/drainSeconds: 3 is below cluster.batchUpdate.interval (5)', 'a node keeps unsaved quota in memory for one batch interval: drain at least that long')],
   },
+  {
+    name: 'drainTimeoutSeconds below drainSeconds',
+    mutate: (i) => (i.rollout = { drainSeconds: 30, drainTimeoutSeconds: 20 }),
+    problems: [E('rollout/drainTimeoutSeconds: 20 is below rollout.drainSeconds (30)', 'the longest wait for requests in flight includes the shortest drain: e.g. drainSeconds 10, drainTimeoutSeconds 120')],
+  },
 
   // cluster fields
   { name: 'dir with a space', mutate: (i) => (i.cluster.dir = '/opt/new api'), problems: [E('cluster/dir: should be an absolute folder path', 'e.g. /opt/new-api (letters, digits, . _ - and /)')] },
@@ -531,7 +536,7 @@ describe('parseInventory accepts', () => {
     expect(inventory.secrets).toEqual({ sessionSecret: FAKE.sessionSecret, cryptoSecret: FAKE.cryptoSecret });
     // No ssh defaults here: remote/ssh-config.ts applies them after the ssh config.
     expect(inventory.ssh).toEqual({});
-    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3, backupBeforeMigrate: true, keepBackups: 5, hooks: { beforeDrain: null, afterReady: null, beforeUpgrade: null, afterUpgrade: null }, hookTimeoutSeconds: 60 });
+    expect(inventory.rollout).toEqual({ batchSize: 1, drainSeconds: 10, drainTimeoutSeconds: 120, healthTimeoutSeconds: 120, minReadySeconds: 5, migrateFirst: true, maxParallel: 10, keepReleases: 3, backupBeforeMigrate: true, keepBackups: 5, hooks: { beforeDrain: null, afterReady: null, beforeUpgrade: null, afterUpgrade: null }, hookTimeoutSeconds: 60 });
     expect(inventory.loadBalancer).toEqual({ type: 'nginx', host: '10.0.0.10', listen: 80, serverName: 'api.example.com', configPath: '/etc/nginx/conf.d/new-api.conf' });
   });
 

@@ -11,6 +11,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CliError, ExitCode, HostUnreachableError, InterruptedError, LockedError, LockLostError } from '../../../src/errors.js';
 import { UNDRAIN_SETTLE_MS } from '../../../src/orchestrate/balancer.js';
 import { runDeploy } from '../../../src/orchestrate/deploy.js';
+import { IN_FLIGHT_POLL_MS } from '../../../src/orchestrate/steps.js';
+import { docker } from '../../../src/remote/commands.js';
 import { runAddNode, runRemoveNode } from '../../../src/orchestrate/scale.js';
 import { lockKey } from '../../../src/orchestrate/lock.js';
 import { LOCK_STORE_BUDGET_MS, LOCK_STORE_TRIES, STOPPING_EXEC_TIMEOUT_MS } from '../../../src/orchestrate/session.js';
@@ -410,6 +412,63 @@ describe('a balancer without iptables (firewall.probe fails): drains mark the no
     expect(r.error).toBeInstanceOf(InterruptedError);
     expect(since(lab.cluster.execs('slave-1', isComposeUp), mark)).toEqual([]);
     expect(since(lab.cluster.balancerPushes(), mark).map((p) => drainedIn(lab, p.content))).toEqual([['slave-1'], []]);
+    expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
+  });
+});
+
+describe('requests in flight on a drained node', () => {
+  /** slave-1 serves a stream that goes on for `ms` after its drain rule is in (Infinity: never ends). */
+  function streamOnSlave1(lab: Lab, mark: number, ms: number): { drainedAt: () => number } {
+    let drainedAt = Number.POSITIVE_INFINITY;
+    lab.cluster.once((e) => e.seq > mark && e.kind === 'firewall' && e.changed && e.op === 'drain' && e.node === 'slave-1', () => (drainedAt = lab.clock.now()));
+    lab.node('slave-1').inFlight = () => (lab.clock.now() < drainedAt + ms ? 1 : 0);
+    return { drainedAt: () => drainedAt };
+  }
+
+  it('the drain goes on past drainSeconds until the stream ends; then the node is recreated', async () => {
+    const lab = await deployedLab();
+    const mark = lastSeq(lab);
+    const drainSeconds = lab.loaded.inventory.rollout.drainSeconds;
+    const s = streamOnSlave1(lab, mark, drainSeconds * 1000 + 7_000);
+    const r = await upgrade(lab, 'v0.9.21');
+    expectOk(r);
+    const up = since(lab.cluster.execs('slave-1', isComposeStartingUp), mark)[0]!;
+    expect(up.at - s.drainedAt()).toBeGreaterThanOrEqual(drainSeconds * 1000 + 7_000);
+    expect(up.at - s.drainedAt()).toBeLessThanOrEqual(drainSeconds * 1000 + 7_000 + IN_FLIGHT_POLL_MS);
+    expect(r.stderr).toContain('Drain slave-1 from the balancer: waiting for requests in flight: 1 on slave-1');
+    // slave-2 had nothing in flight: recreated right after drainSeconds
+    const { drain } = drainAndPutBack(lab, 'slave-2', mark);
+    const up2 = since(lab.cluster.execs('slave-2', isComposeStartingUp), mark)[0]!;
+    expect(up2.at - drain.at).toBeLessThan(drainSeconds * 1000 + IN_FLIGHT_POLL_MS);
+  });
+
+  it('a stream that never ends holds the drain for drainTimeoutSeconds, no longer, and says so', async () => {
+    const lab = await deployedLab({ rollout: { drainTimeoutSeconds: 40 } });
+    const mark = lastSeq(lab);
+    const s = streamOnSlave1(lab, mark, Number.POSITIVE_INFINITY);
+    const r = await upgrade(lab, 'v0.9.21');
+    expectOk(r);
+    const up = since(lab.cluster.execs('slave-1', isComposeStartingUp), mark)[0]!;
+    expect(up.at - s.drainedAt()).toBeGreaterThanOrEqual(40_000);
+    expect(up.at - s.drainedAt()).toBeLessThanOrEqual(40_000 + IN_FLIGHT_POLL_MS);
+    expect(r.stderr).toContain('requests still in flight after 40 s (rollout.drainTimeoutSeconds): 1 on slave-1; going on');
+  });
+
+  it('a stop while waiting for them puts the batch back without recreating it', async () => {
+    const lab = await deployedLab();
+    const mark = lastSeq(lab);
+    const t = lab.env();
+    const s = streamOnSlave1(lab, mark, Number.POSITIVE_INFINITY);
+    let stopAt = 0;
+    lab.cluster.once(
+      (e) => e.seq > mark && e.kind === 'exec' && e.host === 'slave-1' && e.argv[2] === docker.inFlight('c', 1)[2],
+      () => void lab.clock.sleep(30_000).then(() => ((stopAt = lab.clock.now()), t.stop())),
+    );
+    const r = await upgrade(lab, 'v0.9.21', t);
+    expect(r.error).toBeInstanceOf(InterruptedError);
+    expect(stopAt - s.drainedAt(), 'stopped while the stream still held the drain').toBeGreaterThan(lab.loaded.inventory.rollout.drainSeconds * 1000);
+    expect(r.at - stopAt).toBeLessThanOrEqual(IN_FLIGHT_POLL_MS);
+    expect(since(lab.cluster.execs('slave-1', isComposeUp), mark)).toEqual([]);
     expect(lab.cluster.places()).toEqual({ master: 'in', 'slave-1': 'in', 'slave-2': 'in' });
   });
 });
