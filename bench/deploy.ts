@@ -11,9 +11,13 @@ const NODES = ['10.77.0.11', '10.77.0.12', '10.77.0.13', '10.77.0.14', '10.77.0.
 const SSHD_LOG = (host: string) => `/var/lib/newapi-lab/hosts/${host}/sshd.log`;
 const HOST_NAMES: Record<string, string> = { '10.77.0.10': 'lb', '10.77.0.11': 'n1', '10.77.0.12': 'n2', '10.77.0.13': 'n3', '10.77.0.14': 'n4', '10.77.0.15': 'n5', '10.77.0.16': 'n6' };
 
+// n6 accepts SSH only from the lab's bastion (test/lab/lab.sh): it is reached through it.
+const BASTION = '10.77.0.9';
+const reach = (h: string) => (h === '10.77.0.16' ? `, ssh: { jumpHost: root@${BASTION} }` : '');
+
 function inventoryWith(count: number): string {
   return labInventory((t) => {
-    const nodes = NODES.slice(0, count).map((h, i) => (i === 0 ? `  - { name: master, host: ${h}, role: master }` : `  - { name: slave-${i}, host: ${h} }`));
+    const nodes = NODES.slice(0, count).map((h, i) => (i === 0 ? `  - { name: master, host: ${h}, role: master }` : `  - { name: slave-${i}, host: ${h}${reach(h)} }`));
     return t.replace(/nodes:\n(  - .*\n)+/, `nodes:\n${nodes.join('\n')}\n`);
   });
 }
