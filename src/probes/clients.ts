@@ -19,6 +19,19 @@ export interface Dialer {
 }
 
 export async function openRedisVia(ex: Executor, url: RedisUrl, timeoutMs = 5000): Promise<{ redis: Redis } & Closable> {
+  return connectRedisVia(ex, url, { connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs, retryStrategy: () => null });
+}
+
+/**
+ * An ioredis client on a tunnel through the node's SSH connection, connected; commands fail at once
+ * rather than queue while it is not. `retryStrategy` decides whether (and when) a dropped
+ * connection is made again: each time a new connection through the tunnel.
+ */
+export async function connectRedisVia(
+  ex: Executor,
+  url: RedisUrl,
+  opts: { connectTimeoutMs: number; commandTimeoutMs: number; retryStrategy: (times: number) => number | null },
+): Promise<{ redis: Redis } & Closable> {
   const { openOnTunnel, tunnelServer } = await import('../remote/ssh.js');
   // .default: the package is CommonJS, and a bundled dynamic import of it has only a default export.
   const { Redis } = (await import('ioredis')).default;
@@ -32,11 +45,11 @@ export async function openRedisVia(ex: Executor, url: RedisUrl, timeoutMs = 5000
       db: url.db,
       ...(url.tls ? { tls: { servername: url.host } } : {}),
       lazyConnect: true,
-      connectTimeout: timeoutMs,
-      commandTimeout: timeoutMs,
+      connectTimeout: opts.connectTimeoutMs,
+      commandTimeout: opts.commandTimeoutMs,
       maxRetriesPerRequest: 0,
       enableOfflineQueue: false,
-      retryStrategy: () => null,
+      retryStrategy: opts.retryStrategy,
     });
     // ioredis reports connection errors as events too; the awaited command carries them.
     client.on('error', () => undefined);

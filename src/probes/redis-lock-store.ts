@@ -10,6 +10,7 @@
 import type { RedisUrl } from '../inventory/dsn.js';
 import type { LockStore, RenewResult } from '../orchestrate/lock.js';
 import type { Executor } from '../remote/types.js';
+import { connectRedisVia } from './clients.js';
 
 const RENEW_LUA = `
 local v = redis.call('get', KEYS[1])
@@ -34,34 +35,9 @@ const COMMAND_TIMEOUT_MS = 3_000;
 const tombstoneKey = (key: string) => `${key}:revoked`;
 
 export async function openRedisLockStore(ex: Executor, url: RedisUrl, timeoutMs = 5_000): Promise<LockStore> {
-  const { openOnTunnel, tunnelServer } = await import('../remote/ssh.js');
-  // .default: the package is CommonJS, and a bundled dynamic import of it has only a default export.
-  const { Redis } = (await import('ioredis')).default;
-  const tunnel = await tunnelServer(ex, url.host, url.port);
-  const redis = await openOnTunnel(tunnel, async (port) => {
-    const client = new Redis({
-      host: '127.0.0.1',
-      port,
-      ...(url.username ? { username: url.username } : {}),
-      ...(url.password ? { password: url.password } : {}),
-      db: url.db,
-      ...(url.tls ? { tls: { servername: url.host } } : {}),
-      lazyConnect: true,
-      connectTimeout: timeoutMs,
-      commandTimeout: COMMAND_TIMEOUT_MS,
-      // A dropped tunnel or a restarted Redis is reconnected (a new tunnel connection each time);
-      // meanwhile commands fail at once rather than queue, and the lock decides what to do.
-      maxRetriesPerRequest: 0,
-      enableOfflineQueue: false,
-      retryStrategy: (times: number) => Math.min(100 * times, 1_000),
-    });
-    client.on('error', () => undefined);
-    await client.connect().catch((e: unknown) => {
-      client.disconnect();
-      throw e;
-    });
-    return client;
-  });
+  // A dropped tunnel or a restarted Redis is reconnected (a new tunnel connection each time);
+  // meanwhile commands fail at once rather than queue, and the lock decides what to do.
+  const { redis, close } = await connectRedisVia(ex, url, { connectTimeoutMs: timeoutMs, commandTimeoutMs: COMMAND_TIMEOUT_MS, retryStrategy: (times) => Math.min(100 * times, 1_000) });
   const text = (v: unknown) => (v === null || v === undefined ? undefined : String(v));
   return {
     where: ex.target.label,
@@ -77,9 +53,6 @@ export async function openRedisLockStore(ex: Executor, url: RedisUrl, timeoutMs 
     },
     release: async (key, value) => Number(await redis.eval(RELEASE_LUA, 1, key, value)) === 1,
     forceRelease: async (key, value) => Number(await redis.eval(FORCE_LUA, 2, key, tombstoneKey(key), value, String(TOMBSTONE_MS))) === 1,
-    close: async () => {
-      redis.disconnect();
-      await tunnel.close();
-    },
+    close,
   };
 }
