@@ -108,12 +108,27 @@ export const nginx = {
   /**
    * Makes nginx use its configuration: a graceful reload where it runs, a start where it is
    * installed but not running (with systemd when the host has it, else directly: containers, the
-   * lab). Prints `reloaded` or `started`.
+   * lab). Prints `reloaded` or `started`. `nginx -s reload` only sends a signal: the command
+   * returns once the reload is applied, at most 5 s later, so that what follows meets the new
+   * configuration: the master runs workers it did not run before (it opened the new listening
+   * sockets and read the new certificate first), and none of the old ones still takes
+   * connections (each is gone, or "worker process is shutting down" while it finishes its streams).
    */
   reloadOrStart: (): Argv => [
     'sh',
     '-c',
-    'if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then nginx -s reload && echo reloaded; elif [ -d /run/systemd/system ]; then systemctl start nginx && echo started; else nginx && echo started; fi',
+    [
+      'if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then',
+      '  m=$(cat /run/nginx.pid); before=$(pgrep -P "$m" 2>/dev/null | tr "\\n" " ")',
+      '  nginx -s reload || exit 1',
+      '  i=0; while command -v pgrep >/dev/null 2>&1 && [ $i -lt 100 ]; do',
+      '    new=0; for p in $(pgrep -P "$m"); do case " $before " in *" $p "*) ;; *) new=1 ;; esac; done',
+      '    old=0; for p in $before; do case "$(tr "\\0" " " 2>/dev/null < "/proc/$p/cmdline")" in *"shutting down"*) ;; *"worker process"*) old=1 ;; esac; done',
+      '    [ $new = 1 ] && [ $old = 0 ] && break',
+      '    i=$((i + 1)); sleep 0.05',
+      '  done; echo reloaded',
+      'elif [ -d /run/systemd/system ]; then systemctl start nginx && echo started; else nginx && echo started; fi',
+    ].join('\n'),
   ],
 };
 
