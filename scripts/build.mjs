@@ -1,7 +1,7 @@
 /**
  * The build: one ES module bundle of the CLI (dist/cli.js) plus the chunks its lazy imports load
- * (dist/chunks/), so a run loads a handful of files instead of ~350 (zod, yaml, handlebars,
- * ssh2… one file each). Type checking is tsc's job (npm run typecheck), not this one's.
+ * (dist/chunks/), so a run loads a few dozen files instead of ~350 module files (zod alone is 95,
+ * yaml 72). Type checking is tsc's job (npm run typecheck), not this one's.
  *
  * ssh2 stays outside the bundle, installed as a dependency: it loads optional native addons
  * (sshcrypto.node, cpu-features) by paths relative to its own files.
