@@ -8,7 +8,7 @@
  *
  *   node scripts/build.mjs [--outdir DIR] [--metafile FILE]
  */
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -40,7 +40,4 @@ const result = await build({
   metafile: Boolean(values.metafile),
   logLevel: 'warning',
 });
-if (values.metafile) {
-  const { writeFileSync } = await import('node:fs');
-  writeFileSync(values.metafile, JSON.stringify(result.metafile));
-}
+if (values.metafile) writeFileSync(values.metafile, JSON.stringify(result.metafile));

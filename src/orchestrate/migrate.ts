@@ -10,7 +10,7 @@
  */
 import { CliError, errorMessage } from '../errors.js';
 import { compose, docker, files } from '../remote/commands.js';
-import { containerName, type NodeFiles } from '../render/render.js';
+import { CONTAINER_PORT, containerName, type NodeFiles } from '../render/render.js';
 import { statePaths } from '../plan/state.js';
 import { waitHealthy } from './health.js';
 import type { Session } from './session.js';
@@ -51,7 +51,7 @@ export async function runMigrations(session: Session, masterFiles: NodeFiles, im
   await ex.upload(file, masterFiles.compose.content, 0o600);
   const flavor = await session.composeFlavor(master);
   // The master's own .env (its database and Redis, no NODE_TYPE), so it migrates.
-  const started = await ex.exec(compose.runOnce(flavor, session.project, dir, file, { name, publish: `127.0.0.1:${port}:3000`, service: SERVICE }), { allowFailure: true, timeoutMs: 5 * 60_000 });
+  const started = await ex.exec(compose.runOnce(flavor, session.project, dir, file, { name, publish: `127.0.0.1:${port}:${CONTAINER_PORT}`, service: SERVICE }), { allowFailure: true, timeoutMs: 5 * 60_000 });
   if (started.code !== 0) {
     throw new CliError(`the migrate step could not start ${image}: ${started.stderr.trim().split('\n').pop() ?? ''}`, {
       node: master.name,

@@ -49,14 +49,14 @@ export function tlsPaths(inv: Inventory): { dir: string; certificate: string; ke
   return { dir, certificate: `${dir}/fullchain.pem`, key: `${dir}/privkey.pem`, acmeWebroot: `/var/lib/newapi-cluster/acme/${inv.cluster.name}` };
 }
 
+/** The port New API listens on inside its container (PORT); cluster.port publishes it. */
+export const CONTAINER_PORT = 3000;
+
 /**
  * Routes New API serves itself. On a slave every other route is a 301 to FRONTEND_BASE_URL,
  * so when that is set only these may go to slaves; a prefix missing here only means its
  * requests are all served by the master.
  */
-/** The port New API listens on inside its container (PORT); cluster.port publishes it. */
-export const CONTAINER_PORT = 3000;
-
 export const API_PREFIXES = ['api', 'v1', 'v1beta', 'dashboard', 'mj', 'mj-fast', 'mj-turbo', 'mj-relax', 'suno', 'pg', 'kling', 'jimeng'];
 
 export function containerName(inv: Inventory): string {
